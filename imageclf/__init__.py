@@ -1,0 +1,24 @@
+"""imageclf: train, judge, explain and serve image classifiers (chest X-rays first).
+
+The one-line path::
+
+    import imageclf
+    model = imageclf.train("data/chest_xray", recipe="xray-5block", out="runs/xray", img_size=128)
+    model.predict(["new.jpeg"]).labels
+    model.evaluate("data/chest_xray", split="test").report()
+
+and every layer below (datasets, caches, transforms, models, the loop) is usable alone.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import load, train
+from .data import open_dataset
+from .errors import ImageclfError
+from .models import create_model, list_models, register_model
+from .recipes import Recipe, get_recipe, list_recipes, register_recipe
+
+__all__ = ["ImageclfError", "Recipe", "__version__", "create_model", "get_recipe", "list_models",
+           "list_recipes", "load", "open_dataset", "register_model", "register_recipe", "train"]

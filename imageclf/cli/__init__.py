@@ -1,0 +1,38 @@
+"""The ``imageclf`` command: a thin layer over the Python API (no logic lives only here).
+
+Each concern adds its commands from its own module (``cli/train.py``, ...) to ``app``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import ImageclfError
+from .common import app, err_console
+
+# Importing the command modules registers their commands on ``app``.
+from . import models_cmd, predict_cmd, train_cmd  # noqa: E402,F401  isort: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one line and exit 2; Ctrl-C exits 130."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ImageclfError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+__all__ = ["app", "main"]

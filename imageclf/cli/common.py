@@ -1,0 +1,42 @@
+"""Shared CLI pieces: the Typer app, consoles and option parsing."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from ..errors import ConfigError
+
+app = typer.Typer(
+    name="imageclf",
+    help="Train, evaluate, explain and serve image classifiers (chest X-rays first).\n\n"
+         "DATA is a folder of class subfolders, a folder with train/ val/ test/ split folders, "
+         "a CSV with path,label columns, or a MedMNIST-style .npz. RUN is a model folder "
+         "written by 'imageclf train'.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def parse_settings(items: list[str] | None) -> dict[str, str]:
+    """``--set key=value`` pairs as a dict (values are parsed later, as YAML scalars)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) < 2:
+        raise ConfigError(f"--class-names needs at least two comma-separated names, got {text!r}")
+    return names

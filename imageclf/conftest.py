@@ -1,0 +1,44 @@
+"""Shared pytest fixtures: small synthetic datasets and one tiny trained run per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imageclf import testing
+
+# Keep tests from touching the user's real cache.
+os.environ.setdefault("IMAGECLF_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "imageclf-test-cache"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(data_dir) -> Path:
+    """Two-class 28 px npz: 96 train, 32 val, 32 test images."""
+    return testing.make_npz(data_dir / "tiny.npz", n_train=96, n_val=32, n_test=32, size=28)
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(data_dir) -> Path:
+    """Split folders train/ val/ test/ with NORMAL and PNEUMONIA, 32 px PNGs."""
+    return testing.make_class_folders(data_dir / "splits", n=40, size=32, splits=("train", "val", "test"))
+
+
+# Fast settings for the tiny runs: the catsdogs-2conv network at 32 px gray.
+TINY = dict(img_size=32, channels=1, epochs=2, steps_per_epoch=None, batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_folders) -> Path:
+    """One tiny trained model folder, shared by tests that only read it."""
+    import imageclf
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    imageclf.train(tiny_folders, "catsdogs-2conv", out, device="cpu", **TINY)
+    return out
