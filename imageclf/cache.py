@@ -259,5 +259,6 @@ def content_hashes(images: np.ndarray | DiskImages, batch: int = 512) -> np.ndar
     for start in range(0, len(images), batch):
         block = images[start:start + batch]
         for j, img in enumerate(block):
-            out[start + j] = np.frombuffer(hashlib.blake2b(img.tobytes(), digest_size=8).digest(), np.uint64)[0]
+            digest = hashlib.blake2b(img.tobytes(), digest_size=8).digest()
+            out[start + j] = np.frombuffer(digest, np.uint64)[0]
     return out

@@ -72,7 +72,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, dict[str, torch.Tensor]], 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["imageclf_checkpoint"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f}
     except Exception as exc:
         raise ImageclfError(f"{path}: unreadable checkpoint ({exc})") from None
     groups: dict[str, dict[str, torch.Tensor]] = {}

@@ -138,7 +138,7 @@ def _open_folder(root: Path) -> Dataset:
     split_dirs = {s: root / s for s in SPLIT_NAMES if (root / s).is_dir()}
     if "train" in split_dirs:
         classes = [p.name for p in _class_dirs(split_dirs["train"])]
-        for name, d in split_dirs.items():
+        for _name, d in split_dirs.items():
             extra = sorted(set(p.name for p in _class_dirs(d)) - set(classes))
             if extra:
                 raise DataError(f"{d}: class folders {extra} are not in {split_dirs['train']}")

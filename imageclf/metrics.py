@@ -114,7 +114,8 @@ def format_report(metrics: dict, classes: list[str]) -> str:
     lines = [f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
     for c in classes:
         s = metrics["per_class"][c]
-        lines.append(f"{c:>{width}} {s['precision']:9.4f} {s['recall']:9.4f} {s['f1']:9.4f} {s['support']:9d}")
+        lines.append(f"{c:>{width}} {s['precision']:9.4f} {s['recall']:9.4f} {s['f1']:9.4f} "
+                     f"{s['support']:9d}")
     n = metrics["n"]
     lines += ["", f"{'accuracy':>{width}} {'':>9} {'':>9} {metrics['accuracy']:9.4f} {n:9d}"]
     for key, label in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):

@@ -120,7 +120,8 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
             target = labels.float() if k == 1 else F.one_hot(labels, k).float()
             weight = class_w[labels] if class_w is not None else None
             if recipe.mixup:
-                lam = float(np.random.default_rng([recipe.seed, epoch, step]).beta(recipe.mixup, recipe.mixup))
+                rng = np.random.default_rng([recipe.seed, epoch, step])
+                lam = float(rng.beta(recipe.mixup, recipe.mixup))
                 perm = torch.randperm(len(x), generator=state.aug_gen, device=device)
                 x = lam * x + (1 - lam) * x[perm]
                 target = lam * target + (1 - lam) * target[perm]
@@ -226,7 +227,8 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
                 rep.print(f"reducing learning rate to {recipe.lr * state.plateau.factor:.2e}")
             if state.early is not None and state.early.update(row):
                 stopped_early = True
-                rep.print(f"early stop: {monitor} has not improved for {recipe.early_stopping.patience} epochs")
+                rep.print(f"early stop: {monitor} has not improved for "
+                          f"{recipe.early_stopping.patience} epochs")
             state.end_epoch()
             rep.print(_epoch_line(row, recipe.epochs))
             run.save_epoch(state, recipe, dataset, stopped_early)
@@ -241,7 +243,8 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
     probs = final.pop("_probs")
     run.finish(state, recipe, dataset, train, val, final, probs)
     rep.print(f"[green]saved[/green] {run.path} (best epoch {state.best_epoch + 1}: val_loss "
-              f"{final['val_loss']:.4f}, val_accuracy {final['val_accuracy']:.4f}, val_auc {final['val_auc']:.4f})")
+              f"{final['val_loss']:.4f}, val_accuracy {final['val_accuracy']:.4f}, "
+              f"val_auc {final['val_auc']:.4f})")
     return Classifier.load(run.path, device=str(device))
 
 

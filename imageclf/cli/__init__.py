@@ -13,7 +13,7 @@ from ..errors import ImageclfError
 from .common import app, err_console
 
 # Importing the command modules registers their commands on ``app``.
-from . import models_cmd, predict_cmd, train_cmd  # noqa: E402,F401  isort: skip
+from . import evaluate_cmd, models_cmd, predict_cmd, train_cmd  # noqa: E402,F401  isort: skip
 
 
 def main(argv: list[str] | None = None) -> None:
