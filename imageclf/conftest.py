@@ -6,8 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from imageclf import testing
+
+# One thread: tests are tiny (overhead, not arithmetic), and OpenMP's spin-waiting turns a
+# loaded machine's second thread into a large slowdown.
+torch.set_num_threads(1)
 
 # Keep tests from touching the user's real cache.
 os.environ.setdefault("IMAGECLF_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "imageclf-test-cache"))
@@ -26,12 +31,12 @@ def tiny_npz(data_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_folders(data_dir) -> Path:
-    """Split folders train/ val/ test/ with NORMAL and PNEUMONIA, 32 px PNGs."""
-    return testing.make_class_folders(data_dir / "splits", n=40, size=32, splits=("train", "val", "test"))
+    """Split folders train/ val/ test/ with NORMAL and PNEUMONIA, 32 px PNGs (64 per split)."""
+    return testing.make_class_folders(data_dir / "splits", n=64, size=32, splits=("train", "val", "test"))
 
 
 # Fast settings for the tiny runs: the catsdogs-2conv network at 32 px gray.
-TINY = dict(img_size=32, channels=1, epochs=2, steps_per_epoch=None, batch_size=16)
+TINY = dict(img_size=32, channels=1, epochs=3, steps_per_epoch=None, batch_size=8)
 
 
 @pytest.fixture(scope="session")

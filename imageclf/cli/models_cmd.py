@@ -16,7 +16,7 @@ def recipes_command() -> None:
     table = Table(show_lines=False)
     for col in ("recipe", "seed", "model", "input", "params", "epochs"):
         table.add_column(col, no_wrap=True)
-    table.add_column("description", ratio=1)
+    table.add_column("description")
     for name in list_recipes():
         r = get_recipe(name)
         outputs = 1 if r.article_classes == 2 else r.article_classes

@@ -1,0 +1,53 @@
+import os
+
+import numpy as np
+import pytest
+
+from imageclf import testing
+from imageclf.cache import DiskImages, cache_split, content_hashes
+from imageclf.data import open_dataset
+from imageclf.errors import BadImageError
+from imageclf.images import Preprocessing
+
+PRE = Preprocessing(size=(16, 16), channels=1)
+
+
+@pytest.fixture
+def split(tmp_path):
+    return open_dataset(testing.make_class_folders(tmp_path / "d", n=80, size=20)).splits["all"]
+
+
+def test_disk_and_memory_caches_hold_the_same_pixels(split, tmp_path):
+    mem = cache_split(split, PRE, storage="memory", workers=2)
+    disk = cache_split(split, PRE, storage="disk", cache_dir=tmp_path / "c", workers=2)
+    assert isinstance(disk.images, DiskImages)
+    idx = np.array([5, 0, 79, 40])
+    assert np.array_equal(disk.images[idx], mem.images[idx])
+    assert np.array_equal(content_hashes(disk.images), content_hashes(mem.images))
+
+
+def test_disk_cache_reused_and_invalidated_by_mtime(split, tmp_path):
+    cache_split(split, PRE, storage="disk", cache_dir=tmp_path / "c", workers=1)
+    files = sorted(os.listdir(tmp_path / "c"))
+    assert len(files) == 2  # data + meta, no temp leftovers
+    cache_split(split, PRE, storage="disk", cache_dir=tmp_path / "c", workers=1)
+    assert sorted(os.listdir(tmp_path / "c")) == files
+    os.utime(split.paths[0], ns=(1, 1))
+    cache_split(split, PRE, storage="disk", cache_dir=tmp_path / "c", workers=1)
+    assert len(os.listdir(tmp_path / "c")) == 4
+
+
+def test_parallel_decode_keeps_order(split):
+    one = cache_split(split, PRE, storage="memory", workers=1)
+    two = cache_split(split, PRE, storage="memory", workers=2)
+    assert np.array_equal(one.images, two.images)
+
+
+def test_bad_file_named_or_skipped(split):
+    with open(split.paths[3], "wb") as f:
+        f.write(b"not a png")
+    with pytest.raises(BadImageError, match=os.path.basename(split.paths[3])):
+        cache_split(split, PRE, storage="memory")
+    cached = cache_split(split, PRE, storage="memory", skip_bad=True)
+    assert len(cached) == 79 and cached.skipped[0][0] == split.paths[3]
+    assert 3 not in cached.source_index and np.array_equal(cached.labels, np.delete(split.labels, 3))
