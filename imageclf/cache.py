@@ -12,8 +12,9 @@ import json
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,9 @@ class DiskImages:
         fd = self._file()
         flat = out.reshape(len(index), -1)
         for j, i in enumerate(index):
-            flat[j] = np.frombuffer(os.pread(fd, self._item, int(i) * self._item), np.uint8)
+            # Straight into the batch buffer: no intermediate bytes object per image.
+            if os.preadv(fd, [flat[j]], int(i) * self._item) != self._item:
+                raise DataError(f"{self.path}: cache file is shorter than its index says")
         return out
 
     def __getstate__(self) -> dict:
@@ -92,6 +95,29 @@ class CachedSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def batches(images: np.ndarray | DiskImages, index_batches: Sequence[np.ndarray],
+            prefetch: int = 2) -> Iterator[np.ndarray]:
+    """``images[idx]`` for each index batch, in order, as contiguous uint8 arrays.
+
+    From a disk cache the next ``prefetch`` batches are read on a background thread while
+    the caller trains on this one (``pread`` releases the GIL); an in-memory cache is
+    indexed directly, which costs microseconds.
+    """
+    if isinstance(images, np.ndarray):
+        for idx in index_batches:
+            yield np.ascontiguousarray(images[idx])
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="imageclf-prefetch") as pool:
+        todo = iter(index_batches)
+        pending = deque(pool.submit(images.__getitem__, idx) for _, idx in zip(range(prefetch), todo))
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(images.__getitem__, nxt))
+            yield batch
 
 
 def _decode_chunk(args: tuple[list[str], Preprocessing]) -> list[np.ndarray | str]:
@@ -214,8 +240,27 @@ def _cache_arrays(split: Split, pre: Preprocessing, progress) -> CachedSplit:
                        np.arange(len(arrays)))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_writers(cache_dir: Path) -> None:
+    """Delete half-written cache files of processes that no longer run (a kill -9 mid-decode)."""
+    for tmp in cache_dir.glob("*.tmp*"):
+        pid = tmp.suffix[len(".tmp"):]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def _cache_to_disk(split, pre, cache_dir: Path, workers, skip_bad, progress) -> CachedSplit:
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_dead_writers(cache_dir)
     key = _cache_key(split, pre)
     data_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     h, w = pre.size

@@ -51,3 +51,14 @@ def test_bad_file_named_or_skipped(split):
     cached = cache_split(split, PRE, storage="memory", skip_bad=True)
     assert len(cached) == 79 and cached.skipped[0][0] == split.paths[3]
     assert 3 not in cached.source_index and np.array_equal(cached.labels, np.delete(split.labels, 3))
+
+
+def test_half_written_cache_of_a_dead_process_is_removed(split, tmp_path):
+    cache_dir = tmp_path / "c"
+    cache_dir.mkdir()
+    dead = cache_dir / "abc.tmp999999999"  # no such pid
+    dead.write_bytes(b"half")
+    alive = cache_dir / f"abd.tmp{os.getpid()}"
+    alive.write_bytes(b"busy")
+    cache_split(split, PRE, storage="disk", cache_dir=cache_dir, workers=1)
+    assert not dead.exists() and alive.exists()

@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .errors import ImageclfError
-from .io import atomic_write_with
+from .io import atomic_save_safetensors
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -60,7 +59,7 @@ def save_checkpoint(
     meta = dict(meta, optimizer=_flatten_optimizer(optimizer, tensors))
     path = run_dir / CHECKPOINT_FILE
     header = {"imageclf_checkpoint": json.dumps(meta)}
-    atomic_write_with(path, lambda p: save_file(tensors, str(p), metadata=header))
+    atomic_save_safetensors(path, tensors, header)
     return path
 
 
@@ -72,7 +71,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, dict[str, torch.Tensor]], 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["imageclf_checkpoint"])
-            tensors = {k: f.get_tensor(k) for k in f}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except Exception as exc:
         raise ImageclfError(f"{path}: unreadable checkpoint ({exc})") from None
     groups: dict[str, dict[str, torch.Tensor]] = {}

@@ -31,6 +31,9 @@ class EvaluationResult:
     images: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     overlap: int = 0
+    run: str = ""
+    split_counts: dict[str, list[int]] = field(default_factory=dict)
+    _figures: dict | None = field(default=None, repr=False)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -40,10 +43,33 @@ class EvaluationResult:
         head = f"{self.source} [{self.split}]: {len(self.labels)} images"
         return head + "\n\n" + format_report(self.metrics, self.classes)
 
+    def figures(self, **options) -> dict:
+        """The report's figures (curves, intervals, calibration...; see :mod:`imageclf.report.figures`).
+
+        Computed once and kept; ``options`` (``n_bootstrap``, ``seed``, ...) recompute them.
+        """
+        if self._figures is None or options:
+            from .report.figures import compute_figures
+
+            self._figures = compute_figures(self, **options)
+        return self._figures
+
     def to_dict(self) -> dict:
         return {"source": self.source, "split": self.split, "classes": self.classes,
                 "skipped": [list(s) for s in self.skipped], "train_overlap": self.overlap,
-                **self.metrics}
+                **self.metrics, "figures": self.figures()}
+
+    def to_html(self, path: str | Path | None = None, **options) -> str:
+        """One self-contained HTML report (plots embedded, no network); written to ``path`` if given.
+
+        Image grids need the pixels: evaluate with ``keep_images=True``.
+        """
+        from .report.html import evaluation_html
+
+        page = evaluation_html(self, self.figures(**options) if options else self.figures())
+        if path is not None:
+            atomic_write_text(path, page)
+        return page
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
@@ -57,7 +83,12 @@ def overlap_with_training(run_dir: str, images) -> int:
     hashes_file = Path(run_dir) / "train_hashes.npy"
     if not run_dir or not hashes_file.is_file():
         return 0
-    train = np.load(hashes_file, allow_pickle=False)
+    try:
+        train = np.load(hashes_file, allow_pickle=False)
+    except (OSError, ValueError):  # a damaged or foreign file: the overlap is unknown, not an error
+        return 0
+    if train.dtype != np.uint64 or train.ndim != 1:
+        return 0
     return int(np.isin(content_hashes(images), train).sum())
 
 
@@ -91,6 +122,11 @@ def evaluate(model, data: str | Path | Dataset, split: str | None = None, *, bat
         reporter.warn(f"{overlap} of {len(labels)} evaluation images are identical to training "
                       "images of this model: these figures are not an honest test")
     paths = [chosen.item_name(int(i)) for i in cached.source_index]
+    split_counts = {}
+    for name, s in ds.splits.items():
+        counts = np.zeros(len(model.classes), np.int64)
+        counts[remap] = s.counts(ds.num_classes)
+        split_counts[name] = counts.tolist()
     return EvaluationResult(model.classes, labels, probs, model.threshold, paths, metrics,
                             chosen.name, ds.source, cached.images if keep_images else None,
-                            cached.skipped, overlap)
+                            cached.skipped, overlap, model.source, split_counts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,6 +30,15 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 RESIZE_MODES = ("squash", "pad", "crop")
+
+# The formats Pillow may decode: those IMAGE_SUFFIXES name, no more. Pillow knows ~40; the
+# rest (EPS runs Ghostscript; PSD, FITS, SGI, ...) only widen what a hostile file can reach.
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+# What Pillow's decoders raise on malformed input besides OSError (imageclf/fuzz_test.py
+# finds them): each means "this file cannot be decoded", never a bug of ours.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
+                 struct.error, ArithmeticError, MemoryError, RecursionError)
 
 # Pillow refuses truncated files by default; keep it that way so a cut-off download is an
 # error, not a silently grey image.
@@ -128,15 +138,14 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     else:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data))
+                # Our own limit below, checked on the same header, replaces Pillow's warning.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
         except UnidentifiedImageError:
             raise BadImageError(name, "not an image Pillow can read") from None
         except Image.DecompressionBombError as exc:
             raise BadImageError(name, f"too many pixels ({exc})") from None
-        except Image.DecompressionBombWarning:
-            pass  # our own limit below gives the clearer message
-        except OSError as exc:
+        except DECODE_ERRORS as exc:
             raise BadImageError(name, f"cannot be read ({exc})") from None
     w, h = img.size
     if w * h > max_pixels:
@@ -219,7 +228,7 @@ def load_image(source: ImageSource, pre: Preprocessing) -> np.ndarray:
         arr = np.asarray(img, dtype=np.uint8)
     except BadImageError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
+    except DECODE_ERRORS as exc:
         raise BadImageError(name, f"cannot be decoded ({exc})") from None
     return arr.reshape(pre.size[0], pre.size[1], pre.channels)
 
@@ -239,3 +248,8 @@ def prepare_array(array: np.ndarray, pre: Preprocessing) -> np.ndarray:
 def is_image_file(path: Path) -> bool:
     """True for files whose suffix names an image format (used to list class folders)."""
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+# DICOM registers its reader here, so every caller of load_image reads .dcm files. It needs
+# pydicom only to decode, and says so per file when pydicom is missing.
+from . import dicom  # noqa: E402,F401  isort: skip

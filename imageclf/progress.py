@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -55,7 +56,10 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         # Warnings show even when quiet: they are about the user's data or results.
-        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/yellow] {message}")
+        # Escaped and unwrapped: a message names files, and a file name is not markup
+        # ("[left]" would vanish, "[/x]" would raise) nor a line to fold.
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[yellow]warning:[/yellow] {escape(message)}")
 
     @contextlib.contextmanager
     def task(self, description: str, total: int) -> Iterator[Task]:
