@@ -17,8 +17,9 @@ __version__ = "0.1.0"
 from .api import load, train
 from .data import open_dataset
 from .errors import ImageclfError
+from .inspection import inspect
 from .models import create_model, list_models, register_model
 from .recipes import Recipe, get_recipe, list_recipes, register_recipe
 
-__all__ = ["ImageclfError", "Recipe", "__version__", "create_model", "get_recipe", "list_models",
+__all__ = ["ImageclfError", "Recipe", "__version__", "create_model", "get_recipe", "inspect", "list_models",
            "list_recipes", "load", "open_dataset", "register_model", "register_recipe", "train"]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .artifact import ModelConfig, load_weights, read_config
+from .artifact import ModelConfig, check_weights, load_weights, read_config
 from .cache import decode_paths
 from .errors import BadImageError, ImageclfError
 from .images import ImageSource, is_image_file, load_image, prepare_array
@@ -99,8 +99,9 @@ class Classifier:
     def load(cls, run_dir: str | Path, device: str = "auto") -> Classifier:
         """Load a model folder, checking it fully first (see :mod:`imageclf.artifact`)."""
         config = read_config(run_dir)
+        check_weights(run_dir, config, build_model)  # before building: a crafted config costs nothing
         model = build_model(config)
-        load_weights(run_dir, model, config)
+        load_weights(run_dir, model, config, checked=True)
         dev = resolve_device(device)
         model = model.to(dev).to(memory_format=torch.channels_last)
         return cls(model, config, dev, str(run_dir))
@@ -171,6 +172,19 @@ class Classifier:
         from .evaluate import evaluate
 
         return evaluate(self, data, split=split, **kwargs)
+
+    def explain(self, image, layer: str | None = None):
+        """Grad-CAM of the predicted class for one image; see :func:`imageclf.explain.explain_image`."""
+        from .explain import explain_image
+
+        return explain_image(self, image, layer)
+
+    def summary(self):
+        """Keras-style layer table (print it); ``.draw(path)`` draws the diagram (:mod:`imageclf.summary`)."""
+        from .summary import summarize
+
+        pre = self.preprocessing
+        return summarize(self.model, (pre.channels, *pre.size), self.config.name or self.config.architecture)
 
     def __repr__(self) -> str:
         pre = self.preprocessing

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-import click
+import typer
 from rich.markup import escape
 
 from ..errors import ImageclfError
@@ -31,16 +31,21 @@ def main(argv: list[str] | None = None) -> None:
         # Escaped: the message names a user's file, and "[left].png" is not markup.
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        # Typer bundles its own click: its usage errors (a missing argument, a bad option)
+        # derive from TyperException, not from the click package's ClickException.
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(exc, "exit_code", 2))
 
 
 __all__ = ["app", "main"]

@@ -114,3 +114,10 @@ def test_real_process_prints_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [(["train"], "Missing argument"),
+                                            (["train", "x", "--epochs", "abc"], "--epochs")])
+def test_usage_errors_exit_2_without_traceback(args, fragment, capsys):
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and fragment in err and "Traceback" not in err

@@ -7,8 +7,26 @@ from pathlib import Path
 import typer
 
 from ..api import load
+from ..errors import ConfigError
 from ..progress import Reporter
+from ..report.figures import DEFAULT_BOOTSTRAP
 from .common import app, parse_names
+
+
+def parse_prevalences(items: list[str] | None) -> dict[str, float]:
+    """``0.1`` or ``name=0.1`` -> {name: 0.1}; a share outside (0, 1) is an error."""
+    out = {}
+    for item in items or []:
+        name, _, value = item.rpartition("=")
+        try:
+            p = float(value)
+        except ValueError:
+            p = -1.0
+        if not 0.0 < p < 1.0:
+            raise ConfigError(f"--prevalence takes a share between 0 and 1 (e.g. 0.1 or clinic=0.1), "
+                              f"got {item!r}")
+        out[name or f"given {p:.1%}"] = p
+    return out
 
 
 @app.command("evaluate")
@@ -17,6 +35,12 @@ def evaluate_command(
     data: str = typer.Argument(..., help="Dataset to evaluate on."),
     split: str = typer.Option(None, help="Split to use (default: test, else all, else val)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the figures as JSON."),
+    report: Path = typer.Option(None, "--report", help="Write a self-contained HTML report (plots "
+                                "embedded, opens offline)."),
+    bootstrap: int = typer.Option(DEFAULT_BOOTSTRAP, help="Bootstrap resamples for the 95% intervals."),
+    seed: int = typer.Option(0, help="Seed for the bootstrap and the sample grid."),
+    prevalence: list[str] = typer.Option(None, "--prevalence", help="Also mark this share of the "
+                                         "positive class on the PPV/NPV curve: 0.1 or clinic=0.1."),
     class_names: str = typer.Option(None, help="Names for an .npz's labels (default: the model's)."),
     batch_size: int = typer.Option(128, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
@@ -26,11 +50,20 @@ def evaluate_command(
     """Classification report, accuracy, ROC-AUC and confusion matrix of RUN on DATA.
 
     Images are scored in file order with no augmentation and no shuffling, at the model's
-    stored decision threshold.
+    stored decision threshold. --json and --report hold the same figures (curves, bootstrap
+    intervals, calibration, PPV/NPV against prevalence, ...).
     """
+    marks = parse_prevalences(prevalence)
     model = load(run, device=device)
+    reporter = Reporter(quiet=quiet)
     result = model.evaluate(data, split=split, batch_size=batch_size, skip_bad=skip_bad,
-                            class_names=parse_names(class_names), reporter=Reporter(quiet=quiet))
+                            class_names=parse_names(class_names), keep_images=report is not None,
+                            reporter=reporter)
     typer.echo(result.report())
+    if json_out or report:
+        result.figures(n_bootstrap=bootstrap, seed=seed, prevalences=marks)
     if json_out:
         result.to_json(json_out)
+    if report:
+        result.to_html(report)
+        reporter.print(f"report written to {report}")
