@@ -1,0 +1,66 @@
+"""``imageclf serve`` and ``imageclf export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..backends import BACKENDS
+from ..errors import ConfigError, ImageclfError
+from .common import app, console
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+@app.command("serve")
+def serve_command(
+    run: Path = typer.Argument(..., help="Model folder (or, with --backend onnx, an exported .onnx file)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    backend: str = typer.Option("torch", help="torch or onnx (ONNX Runtime)."),
+    max_upload_mb: float = typer.Option(20.0, help="Largest request body, all files together."),
+    max_pixels: int = typer.Option(36_000_000, help="Largest image (width x height), read from its header."),
+    max_files: int = typer.Option(16, help="Images in one request."),
+    max_batch: int = typer.Option(32, help="Images per forward pass (shared by requests arriving together)."),
+    max_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests to join."),
+    max_queue: int = typer.Option(64, help="Requests in progress at once; more get 503 + Retry-After."),
+    timeout: float = typer.Option(30.0, help="Seconds a request may take, upload included."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve RUN over HTTP: a web page at /, POST /predict, POST /explain, /docs."""
+    from ..serve import ServeSettings, run_server
+
+    settings = ServeSettings(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
+                             max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                             timeout=timeout, backend=_check_backend(backend))
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ImageclfError("serving needs FastAPI and uvicorn; pip install 'imageclf[serve]'") from None
+    console.print(f"serving {run} on http://{host}:{port}/  (API docs: /docs, Ctrl-C to stop)")
+    run_server(run, settings, host=host, port=port, log_level=log_level)
+
+
+@app.command("export")
+def export_command(
+    run: Path = typer.Argument(..., help="Model folder."),
+    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (e.g. RUN/model.onnx)."),
+    opset: int = typer.Option(17, help="ONNX opset version."),
+) -> None:
+    """Export RUN to ONNX: dynamic batch axis; classes, threshold and preprocessing in its metadata.
+
+    The graph takes float32 NCHW input (pixels / 255, then (x - mean) / std when the recipe
+    normalises) and outputs 'probs' (temperature and TTA applied) and 'logits'. RUN/model.onnx
+    is picked up by 'predict --backend onnx' and 'serve --backend onnx'.
+    """
+    from ..api import load
+    from ..export import export_onnx
+
+    path = export_onnx(load(run, device="cpu"), onnx, opset)
+    typer.echo(str(path))

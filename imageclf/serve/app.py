@@ -1,0 +1,291 @@
+"""The FastAPI app: ``create_app(model_or_run, settings)``.
+
+Routes: ``POST /predict`` (one or many images -> classes and probabilities),
+``POST /explain`` (one image -> Grad-CAM overlay PNG), ``GET /health``, ``GET /model``,
+the web page at ``/`` and the OpenAPI page at ``/docs``. The model is loaded once;
+images of concurrent requests share forward passes (:mod:`.batcher`). Every refusal is
+a JSON ``{"error", "code", "status"}`` answer with a 4xx status, or 503 with
+Retry-After when the server is full; no request path or file name reaches the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import io
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from .. import __version__
+from ..backends import OnnxClassifier, load_backend
+from ..errors import ImageclfError
+from ..metrics import decide
+from ..predict import Classifier
+from .assets import Assets
+from .batcher import MicroBatcher
+from .schemas import ERROR_RESPONSES, HealthResponse, PredictResponse
+from .settings import ServeSettings
+from .uploads import ApiError, Upload, decode_upload, read_uploads
+
+log = logging.getLogger("imageclf.serve")
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+        }}},
+    }
+}
+EXPLAIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}},
+        }}},
+    }
+}
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.to_dict(), status_code=err.status,
+                        headers={"X-Content-Type-Options": "nosniff", **err.headers})
+
+
+class ServerState:
+    """The one loaded model and everything shared between requests."""
+
+    def __init__(self, model: Classifier, settings: ServeSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.backend = "onnx" if isinstance(model, OnnxClassifier) else "torch"
+        self.batcher = MicroBatcher(model.predict_arrays, settings.max_batch, settings.max_wait_ms / 1000)
+        self.decoders = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="imageclf-decode")
+        self.in_flight = 0
+        self.started = time.monotonic()
+        self._explain_model: Classifier | None = None
+
+    def model_info(self) -> dict:
+        cfg = self.model.config
+        return {"name": cfg.name or cfg.architecture, "architecture": cfg.architecture,
+                "version": cfg.weights_sha256[:12], "created": cfg.created, "backend": self.backend}
+
+    @contextlib.contextmanager
+    def admit(self):
+        """Count a request in, or refuse it with 503 when ``max_queue`` are already in."""
+        if self.in_flight >= self.settings.max_queue:
+            retry = str(self.settings.retry_after_s)
+            raise ApiError(503, "busy", f"server busy ({self.in_flight} requests in progress); "
+                           f"retry after {retry} s", headers={"Retry-After": retry})
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    async def with_deadline(self, work, phase: dict):
+        """Run ``work`` within the request timeout: 408 while uploading, 503 after."""
+        try:
+            return await asyncio.wait_for(work, self.settings.timeout)
+        except asyncio.TimeoutError:
+            retry = str(self.settings.retry_after_s)
+            if phase.get("reading"):
+                raise ApiError(408, "timeout", f"upload not received within {self.settings.timeout:g} s",
+                               headers={"Connection": "close"}) from None
+            raise ApiError(503, "timeout", f"not answered within {self.settings.timeout:g} s; "
+                           f"retry after {retry} s", headers={"Retry-After": retry}) from None
+
+    async def read(self, request: Request, phase: dict, max_files: int) -> list[Upload]:
+        phase["reading"] = True
+        try:
+            uploads = await read_uploads(request.headers.get("content-type"),
+                                         request.headers.get("content-length"), request.stream(),
+                                         self.settings.max_upload_bytes, max_files)
+        except ClientDisconnect:
+            raise ApiError(400, "disconnected", "the client closed the connection mid-upload") from None
+        phase["reading"] = False
+        return uploads
+
+    async def decode(self, uploads: list[Upload]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        pre, max_pixels = self.model.preprocessing, self.settings.max_pixels
+        jobs = [loop.run_in_executor(self.decoders, decode_upload, u, pre, max_pixels) for u in uploads]
+        return np.stack(await asyncio.gather(*jobs))
+
+    def explain_model(self) -> Classifier:
+        """The PyTorch model Grad-CAM needs: the served one, or loaded beside an ONNX one."""
+        if not isinstance(self.model, OnnxClassifier):
+            return self.model
+        if self._explain_model is None:
+            if not self.model.run_dir:
+                raise ApiError(501, "explain_unavailable", "heatmaps need the PyTorch model; this "
+                               "server runs a bare .onnx file (serve the model folder instead)")
+            self._explain_model = Classifier.load(self.model.run_dir, device="cpu")
+        return self._explain_model
+
+    def predict_answer(self, uploads: list[Upload], probs: np.ndarray, timing: dict) -> dict:
+        classes = self.model.classes
+        indices = decide(probs, self.model.threshold)
+        preds = [{"file": u.filename, "class": classes[k], "index": int(k),
+                  "probability": round(float(p[k]), 6),
+                  "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
+                 for u, k, p in zip(uploads, indices, probs)]
+        return {"model": self.model_info(), "classes": classes, "threshold": self.model.threshold,
+                "predictions": preds, "timing_ms": {k: round(v * 1000, 2) for k, v in timing.items()}}
+
+
+def _explain_function():
+    """``imageclf.explain.explain_image``, or a 501 while that capability is not installed."""
+    try:
+        module = importlib.import_module("imageclf.explain")
+        return module.explain_image
+    except (ImportError, AttributeError) as exc:
+        raise ApiError(501, "explain_unavailable",
+                       f"heatmaps are not available in this installation ({exc})") from None
+
+
+def _run_explain(explain_image, model: Classifier, image: np.ndarray, layer: str | None):
+    expl = explain_image(model, image, layer=layer)
+    return expl.overlay_png(), np.asarray(expl.probs, dtype=np.float64).reshape(-1), expl.predicted
+
+
+def _load(model_or_run, settings: ServeSettings) -> Classifier:
+    if isinstance(model_or_run, Classifier):
+        return model_or_run
+    return load_backend(Path(model_or_run), settings.backend)
+
+
+def create_app(model_or_run: Classifier | str | Path, settings: ServeSettings | None = None) -> FastAPI:
+    """The serving app for a loaded model or a model folder (loaded once, here).
+
+    >>> app = create_app("runs/xray", ServeSettings(max_upload_mb=10))   # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)                     # doctest: +SKIP
+    """
+    settings = settings or ServeSettings()
+    state = ServerState(_load(model_or_run, settings), settings)
+    pre = state.model.preprocessing
+    # Warm up decoding and inference once, so the first user does not pay for lazy imports
+    # and initialisation (~100 ms).
+    blank = Image.new("L", (8, 8))
+    buf = io.BytesIO()
+    blank.save(buf, "PNG")
+    decode_upload(Upload("warm-up.png", buf.getvalue()), pre, settings.max_pixels)
+    state.model.predict_arrays(np.zeros((1, *pre.size, pre.channels), np.uint8))
+    assets = Assets.load()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await state.batcher.close()
+        state.decoders.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="imageclf", version=__version__, lifespan=lifespan,
+                  description="Image classification with a trained imageclf model: "
+                              "predictions, Grad-CAM heatmaps and a web page at /.",
+                  docs_url=None if assets.has_docs else "/docs", redoc_url=None)
+    app.state.imageclf = state
+    assets.add_routes(app)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return error_response(ApiError(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}"))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(ApiError(500, "internal_error", f"internal error ({type(exc).__name__})"))
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    async def health() -> dict:
+        """Liveness and load: requests in progress, batches and images served."""
+        return {"status": "ok", "backend": state.backend, "in_flight": state.in_flight,
+                "max_queue": settings.max_queue, "batches": state.batcher.batches,
+                "images": state.batcher.images, "uptime_s": round(time.monotonic() - state.started, 1)}
+
+    @app.get("/model", tags=["service"])
+    async def model_card() -> dict:
+        """Classes, input, threshold, training metrics and the server's limits."""
+        cfg = state.model.config
+        return {**state.model_info(), "classes": cfg.classes, "threshold": cfg.threshold,
+                "temperature": cfg.temperature, "tta": cfg.tta,
+                "input": {"height": pre.size[0], "width": pre.size[1], "channels": pre.channels,
+                          "resize": pre.resize, "mean": pre.mean, "std": pre.std},
+                "metrics": cfg.metrics, "limits": settings.limits()}
+
+    @app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES,
+              openapi_extra=UPLOAD_BODY, tags=["inference"])
+    async def predict(request: Request) -> JSONResponse:
+        """Classify one or many images (multipart field ``files``, or a raw image body)."""
+        with state.admit():
+            phase: dict = {}
+
+            async def work() -> dict:
+                t0 = time.perf_counter()
+                uploads = await state.read(request, phase, settings.max_files)
+                t1 = time.perf_counter()
+                images = await state.decode(uploads)
+                t2 = time.perf_counter()
+                probs = await state.batcher.predict(images)
+                t3 = time.perf_counter()
+                return state.predict_answer(uploads, probs, {"read": t1 - t0, "decode": t2 - t1,
+                                                             "inference": t3 - t2, "total": t3 - t0})
+
+            return JSONResponse(await state.with_deadline(work(), phase))
+
+    @app.post("/explain", responses={200: {"content": {"image/png": {}},
+                                           "description": "Grad-CAM overlay"},
+                                      501: {"description": "Heatmaps not available"},
+                                      **ERROR_RESPONSES},
+              response_class=Response, openapi_extra=EXPLAIN_BODY, tags=["inference"])
+    async def explain(request: Request, layer: str | None = None) -> Response:
+        """Grad-CAM heatmap over one image, as a PNG; the prediction is in X-Imageclf-Prediction."""
+        explain_image = _explain_function()
+        with state.admit():
+            phase: dict = {}
+
+            async def work() -> Response:
+                uploads = await state.read(request, phase, 1)
+                image = (await state.decode(uploads))[0]
+                model = await state.batcher.run_exclusive(state.explain_model)
+                try:
+                    png, probs, predicted = await state.batcher.run_exclusive(
+                        _run_explain, explain_image, model, image, layer)
+                except ImageclfError as exc:
+                    raise ApiError(400, "bad_explain_request", str(exc)) from None
+                classes = state.model.classes
+                label = classes[predicted] if isinstance(predicted, int | np.integer) else str(predicted)
+                # ASCII JSON (json escapes non-ASCII class names), as HTTP headers must be.
+                summary = json.dumps({"class": label, "probabilities": {
+                    c: round(float(p), 6) for c, p in zip(classes, probs)}})
+                return Response(png, media_type="image/png", headers={
+                    "X-Imageclf-Prediction": summary, "X-Content-Type-Options": "nosniff"})
+
+            return await state.with_deadline(work(), phase)
+
+    return app

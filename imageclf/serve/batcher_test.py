@@ -1,0 +1,203 @@
+"""Concurrency: shared forward passes, the bounded queue (503 + Retry-After) and request timeouts.
+
+A gate (threading.Event) holds the model's forward pass, so the tests decide exactly
+when inference finishes and nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+import numpy as np
+import pytest
+
+from imageclf.backends import OnnxClassifier
+from imageclf.predict import Classifier
+from imageclf.serve import ServeSettings, create_app
+from imageclf.serve.batcher import MicroBatcher
+
+
+class GatedModel(Classifier):
+    """The served model, but each forward pass waits for ``gate`` and records its batch size."""
+
+    def __init__(self, inner: Classifier) -> None:
+        super().__init__(inner.model, inner.config, inner.device, inner.source)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.batch_sizes: list[int] = []
+        self.entered = 0  # forward passes started (some may be waiting at the gate)
+
+    def predict_arrays(self, images, batch_size=128, on_batch=None):
+        self.entered += 1
+        self.gate.wait(30)
+        self.batch_sizes.append(len(images))
+        return super().predict_arrays(images, batch_size, on_batch)
+
+
+def files(png: bytes, n: int = 1):
+    return [("files", (f"{i}.png", png, "image/png")) for i in range(n)]
+
+
+async def wait_until(condition, what: str) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run(app, scenario):
+    async def main():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await scenario(client, app.state.imageclf)
+
+    return asyncio.run(main())
+
+
+@pytest.fixture()
+def gated(served_model):
+    model = GatedModel(served_model)
+    yield model
+    model.gate.set()
+
+
+def test_requests_that_arrive_together_share_one_forward_pass(gated, png_bytes):
+    app = create_app(gated, ServeSettings(max_batch=32))
+    gated.batch_sizes.clear()
+
+    async def scenario(client, state):
+        gated.gate.clear()
+        entered = gated.entered
+        first = asyncio.create_task(client.post("/predict", files=files(png_bytes)))
+        await wait_until(lambda: gated.entered == entered + 1, "the first pass to start")
+        others = [asyncio.create_task(client.post("/predict", files=files(png_bytes, 2))) for _ in range(5)]
+        await wait_until(lambda: state.batcher.pending == 10, "ten images queued")
+        gated.gate.set()
+        return await asyncio.gather(first, *others)
+
+    responses = run(app, scenario)
+    assert [r.status_code for r in responses] == [200] * 6
+    assert gated.batch_sizes == [1, 10]
+    probs = {tuple(p["probabilities"].values()) for r in responses for p in r.json()["predictions"]}
+    assert len(probs) == 1  # the same image gives the same answer whatever batch it was in
+
+
+def test_full_queue_answers_503_with_retry_after(gated, png_bytes):
+    app = create_app(gated, ServeSettings(max_queue=2))
+
+    async def scenario(client, state):
+        gated.gate.clear()
+        admitted = [asyncio.create_task(client.post("/predict", files=files(png_bytes))) for _ in range(2)]
+        await wait_until(lambda: state.in_flight == 2, "two requests in progress")
+        refused = await asyncio.gather(*[client.post("/predict", files=files(png_bytes)) for _ in range(4)])
+        health = await client.get("/health")
+        gated.gate.set()
+        return await asyncio.gather(*admitted), refused, health
+
+    admitted, refused, health = run(app, scenario)
+    assert [r.status_code for r in admitted] == [200, 200]
+    for r in refused:
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["code"] == "busy"
+    assert health.status_code == 200 and health.json()["in_flight"] == 2
+
+
+def test_slow_inference_times_out_with_503(gated, png_bytes):
+    app = create_app(gated, ServeSettings(timeout=0.3))
+
+    async def scenario(client, state):
+        gated.gate.clear()
+        r = await client.post("/predict", files=files(png_bytes))
+        in_flight = state.in_flight
+        gated.gate.set()
+        after = await client.post("/predict", files=files(png_bytes))
+        return r, in_flight, after
+
+    r, in_flight, after = run(app, scenario)
+    assert r.status_code == 503 and r.json()["code"] == "timeout" and "retry-after" in r.headers
+    assert in_flight == 0  # the slot was given back
+    assert after.status_code == 200
+
+
+def test_slow_upload_times_out_with_408(served_model, png_bytes):
+    app = create_app(served_model, ServeSettings(timeout=0.3))
+
+    async def slow_body():
+        yield png_bytes[:10]
+        await asyncio.sleep(5)
+        yield png_bytes[10:]
+
+    async def scenario(client, state):
+        return await client.post("/predict", content=slow_body(),
+                                 headers={"content-type": "application/octet-stream"})
+
+    r = run(app, scenario)
+    assert r.status_code == 408 and r.json()["code"] == "timeout"
+
+
+def test_a_failing_model_is_a_json_500_and_the_server_goes_on(served_model, png_bytes):
+    class Broken(GatedModel):
+        fail = True
+
+        def predict_arrays(self, images, batch_size=128, on_batch=None):
+            if self.fail and len(images) == 1 and images.sum() > 0:
+                raise RuntimeError("boom")
+            return super().predict_arrays(images, batch_size, on_batch)
+
+    model = Broken(served_model)
+    app = create_app(model, ServeSettings())
+
+    async def scenario(client, state):
+        bad = await client.post("/predict", files=files(png_bytes))
+        model.fail = False
+        return bad, await client.post("/predict", files=files(png_bytes))
+
+    bad, good = run(app, scenario)
+    assert bad.status_code == 500 and bad.json()["code"] == "internal_error"
+    assert good.status_code == 200
+
+
+def test_batcher_alone_splits_nothing_and_skips_abandoned_requests():
+    seen = []
+
+    def predict(batch):
+        seen.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, :2].astype(np.float32)
+
+    async def main():
+        b = MicroBatcher(predict, max_batch=4, max_wait=0.05)
+        images = np.arange(6 * 2, dtype=np.uint8).reshape(6, 1, 2, 1)
+        out = await asyncio.gather(b.predict(images[:3]), b.predict(images[3:]))
+        abandoned = asyncio.ensure_future(b.predict(images[:1]))
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        await asyncio.sleep(0.1)
+        await b.close()
+        return out
+
+    out = asyncio.run(main())
+    np.testing.assert_array_equal(np.concatenate(out), np.arange(12).reshape(6, 2))
+    assert sum(seen) == 6 and max(seen) <= 4  # the cancelled image never ran
+
+
+def test_onnx_backend_serves_the_same_answers(served_model, png_bytes):
+    pytest.importorskip("onnxruntime")
+    from imageclf.export import onnx_bytes
+
+    onnx_model = OnnxClassifier(onnx_bytes(served_model), served_model.config, "mem")
+    answers = []
+    for model in (served_model, onnx_model):
+        app = create_app(model, ServeSettings())
+
+        async def scenario(client, state):
+            return await client.post("/predict", files=files(png_bytes, 3))
+
+        r = run(app, scenario)
+        assert r.status_code == 200
+        answers.append([list(p["probabilities"].values()) for p in r.json()["predictions"]])
+        backend = r.json()["model"]["backend"]
+    assert backend == "onnx"
+    np.testing.assert_allclose(answers[0], answers[1], atol=1e-4)

@@ -1,0 +1,60 @@
+"""Response shapes, declared for the OpenAPI page at /docs (answers are built as plain dicts)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(description="Model name (the recipe), or the architecture.")
+    architecture: str
+    version: str = Field(description="First 12 hex digits of the weights' SHA-256.")
+    created: str
+    backend: str = Field(description="torch or onnx.")
+
+
+class Prediction(BaseModel):
+    file: str = Field(description="The uploaded file's name (echoed, never used as a path).")
+    predicted: str = Field(alias="class", description="Predicted class at the model's threshold.")
+    index: int
+    probability: float = Field(description="Probability of the predicted class.")
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: ModelInfo
+    classes: list[str]
+    threshold: float = Field(description="Two classes: the second is predicted when its "
+                             "probability is at least this; more classes: the most probable.")
+    predictions: list[Prediction]
+    timing_ms: dict[str, float] = Field(description="read, decode, inference (queue included), total.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="One-line message naming the file and the problem.")
+    code: str = Field(description="Machine-readable reason: too_large, unsupported_type, ...")
+    status: int
+    file: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: str
+    backend: str
+    in_flight: int
+    max_queue: int
+    batches: int
+    images: int
+    uptime_s: float
+
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "No file, an empty file or a malformed body.",
+        408: "The upload did not arrive within the request timeout.",
+        413: "Body, image or file count over the limits.",
+        415: "Not an image format the server reads (sniffed from the bytes).",
+        422: "An image that cannot be decoded (truncated, corrupt).",
+        503: "Queue full or the request took too long; retry after the Retry-After seconds.",
+    }.items()
+}
