@@ -25,23 +25,34 @@ def monitor_mode(monitor: str) -> str:
     return "min" if "loss" in monitor else "max"
 
 
-class EarlyStopper:
-    """Stop after ``patience`` epochs without an improvement of ``monitor``."""
+class _Monitor:
+    """Tracks the best value of one logged metric and the epochs since it last improved."""
 
-    def __init__(self, cfg: EarlyStopping) -> None:
-        self.cfg = cfg
-        self.mode = monitor_mode(cfg.monitor)
+    def __init__(self, monitor: str, min_delta: float) -> None:
+        self.monitor, self.min_delta = monitor, min_delta
+        self.mode = monitor_mode(monitor)
         self.best: float | None = None
         self.wait = 0
 
+    def _improved(self, logs: dict) -> bool:
+        value = logs[self.monitor]
+        if _better(value, self.best, self.mode, self.min_delta):
+            self.best, self.wait = value, 0
+            return True
+        self.wait += 1
+        return False
+
+
+class EarlyStopper(_Monitor):
+    """Stop after ``patience`` epochs without an improvement of ``monitor``."""
+
+    def __init__(self, cfg: EarlyStopping) -> None:
+        super().__init__(cfg.monitor, cfg.min_delta)
+        self.cfg = cfg
+
     def update(self, logs: dict) -> bool:
         """Record an epoch; True when training should stop."""
-        value = logs[self.cfg.monitor]
-        if _better(value, self.best, self.mode, self.cfg.min_delta):
-            self.best, self.wait = value, 0
-            return False
-        self.wait += 1
-        return self.wait >= self.cfg.patience
+        return not self._improved(logs) and self.wait >= self.cfg.patience
 
     def state_dict(self) -> dict:
         return {"best": self.best, "wait": self.wait}
@@ -50,31 +61,25 @@ class EarlyStopper:
         self.best, self.wait = d["best"], d["wait"]
 
 
-class PlateauReducer:
+class PlateauReducer(_Monitor):
     """Keras' ReduceLROnPlateau: a multiplier on the learning rate, lowered on plateaus."""
 
     def __init__(self, cfg: ReduceLROnPlateau, base_lr: float) -> None:
+        super().__init__(cfg.monitor, cfg.min_delta)
         self.cfg = cfg
-        self.mode = monitor_mode(cfg.monitor)
         self.base_lr = base_lr
         self.factor = 1.0
-        self.best: float | None = None
-        self.wait = 0
 
     def update(self, logs: dict) -> bool:
         """Record an epoch; True when the learning rate was just reduced."""
-        value = logs[self.cfg.monitor]
-        if _better(value, self.best, self.mode, self.cfg.min_delta):
-            self.best, self.wait = value, 0
+        if self._improved(logs) or self.wait < self.cfg.patience:
             return False
-        self.wait += 1
-        if self.wait >= self.cfg.patience:
-            lr = self.base_lr * self.factor
-            new_lr = max(lr * self.cfg.factor, self.cfg.min_lr)
-            self.wait = 0
-            if new_lr < lr:
-                self.factor = new_lr / self.base_lr
-                return True
+        lr = self.base_lr * self.factor
+        new_lr = max(lr * self.cfg.factor, self.cfg.min_lr)
+        self.wait = 0
+        if new_lr < lr:
+            self.factor = new_lr / self.base_lr
+            return True
         return False
 
     def state_dict(self) -> dict:
