@@ -12,9 +12,17 @@ and every layer below (datasets, caches, transforms, models, the loop) is usable
 
 from __future__ import annotations
 
+import os as _os
+
+# Before torch loads libgomp: its default wait policy spins idle OpenMP threads, which on a
+# machine busy with anything else (decode workers, other jobs) steal the cores the working
+# thread needs; PASSIVE lets them sleep. 2-4x faster steps on a loaded 2-core machine,
+# BENCHMARKS.md (Speed). A value the user set (ACTIVE) is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
-from .api import load, train
+from .api import load, train  # noqa: E402
 from .data import open_dataset
 from .errors import ImageclfError
 from .inspection import inspect

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import distributed
 from .data import Dataset
 from .errors import ConfigError
 from .predict import Classifier
@@ -29,6 +30,7 @@ def train(
     cache_dir: str | None = None,
     workers: int | None = None,
     quiet: bool = True,
+    precision: str = "auto",
     **overrides,
 ) -> Classifier:
     """Train a recipe on a dataset and return the trained, saved model.
@@ -50,11 +52,13 @@ def train(
     else:
         resolved = resolve_recipe(recipe, overrides)
     if out is None:
+        if distributed.requested():
+            raise ConfigError("training with several processes needs the run folder (out=... / --out)")
         out = Path("runs") / f"{resolved.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     options = TrainOptions(device=device, resume=resume, force=force, skip_bad=skip_bad,
                            class_names=class_names, cache=cache, cache_dir=cache_dir,
                            workers=workers, resume_epochs=resume_epochs,
-                           reporter=Reporter(quiet=quiet))
+                           reporter=Reporter(quiet=quiet), precision=precision)
     return fit(data, resolved, out, options)
 
 

@@ -62,3 +62,24 @@ def test_half_written_cache_of_a_dead_process_is_removed(split, tmp_path):
     alive.write_bytes(b"busy")
     cache_split(split, PRE, storage="disk", cache_dir=cache_dir, workers=1)
     assert not dead.exists() and alive.exists()
+
+
+def test_prefetching_reader_yields_every_batch_in_order(tmp_path):
+    from imageclf.cache import batches
+
+    images = np.random.default_rng(0).integers(0, 256, (50, 4, 5, 3), dtype=np.uint8)
+    (tmp_path / "c.u8").write_bytes(images.tobytes())
+    plan = [np.array([3, 1, 7]), np.array([0]), np.array([49, 48]), np.array([5, 6, 7, 8])]
+    for source in (DiskImages(tmp_path / "c.u8", images.shape), images):
+        out = list(batches(source, plan, prefetch=2))
+        assert len(out) == len(plan)
+        for got, idx in zip(out, plan):
+            assert got.flags.c_contiguous and np.array_equal(got, images[idx])
+
+
+def test_a_truncated_disk_cache_is_a_clear_error(tmp_path):
+    from imageclf.errors import DataError
+
+    (tmp_path / "short.u8").write_bytes(bytes(50 * 60 - 10))
+    with pytest.raises(DataError, match="shorter"):
+        DiskImages(tmp_path / "short.u8", (50, 4, 5, 3))[49]

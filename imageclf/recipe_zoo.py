@@ -75,3 +75,5 @@ def mnist_basic() -> Recipe:
         img_size=28, channels=1, batch_size=32, epochs=3,
         optimizer="adam", lr=1e-3, optimizer_kwargs=KERAS_ADAM,
     )
+
+from . import recipes_strong  # noqa: E402,F401  (registers the stronger from-scratch recipes)

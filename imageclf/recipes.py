@@ -52,6 +52,7 @@ class Recipe:
     seed_article: str | None = None
     article_classes: int = 2  # the article's class count: only for listing parameter counts
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None  # a local weights file to start from (imageclf.pretrained)
     # Input
     img_size: int | list[int] = 128
     channels: int = 1

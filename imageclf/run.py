@@ -12,6 +12,8 @@ import csv
 import io
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +30,49 @@ from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from .data import Dataset, Split
 from .errors import ImageclfError
 from .images import Preprocessing
-from .io import atomic_path, atomic_write_text
+from .io import atomic_path, atomic_write_text, remove_stale_temps
 from .progress import Reporter
 
 CHECKPOINT_EVERY_S = 600.0
+
+
+class InterruptGuard:
+    """Holds Ctrl-C (SIGINT) during a training step until :meth:`check` at a step boundary.
+
+    A step cut in half (weights updated, step counter not) would be checkpointed in a state
+    no uninterrupted run passes through, and ``--resume`` would then train a different
+    model. A second Ctrl-C while one is held stops at once, and :attr:`forced` says so:
+    then no checkpoint is written and ``--resume`` continues from the last one.
+
+    Only installed over Python's default handler, in the main thread: a SIGINT that the
+    user ignores (``nohup``) or an application handles stays theirs.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.forced = False
+        self._previous = None
+
+    def install(self) -> None:
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _hold(self, signum, frame) -> None:
+        if self.pending:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self) -> None:
+        """At a consistent point: raise the held KeyboardInterrupt, if there is one."""
+        if self.pending:
+            raise KeyboardInterrupt
 
 
 @dataclass
@@ -136,6 +177,8 @@ class RunDir:
 
     def check_start(self, resume: bool, force: bool) -> dict | None:
         """None for a fresh start (the folder is empty or ``force``), or the checkpoint to resume."""
+        if dist.is_main():
+            remove_stale_temps(self.path)  # what a kill -9 in the middle of a write left
         if resume:
             groups, optimizer, meta = load_checkpoint(self.path)
             return {"groups": groups, "optimizer": optimizer, **meta}

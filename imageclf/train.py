@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.markup import escape
 from torch import nn
 
 from . import distributed as dist
+from .cache import batches
 from .callbacks import EarlyStopper, ModelEma, PlateauReducer, monitor_mode, schedule_factor
 from .data import Dataset, open_dataset, training_splits
 from .errors import ConfigError
-from .inference import predict_probs, resolve_device
+from .inference import auto_batch_size, pool_before_relu, predict_probs, resolve_device
 from .metrics import binary_roc_auc, log_loss, roc_auc
 from .models import check_forward, create_model, num_params
 from .optim import build_optimizer, set_lr
 from .progress import QUIET, Reporter
 from .recipes import Recipe
-from .run import RunDir, TrainingState, prepare_caches
+from .run import InterruptGuard, RunDir, TrainingState, prepare_caches
 from .transforms import augment, normalize, to_float
 
 
@@ -46,6 +49,11 @@ class TrainOptions:
     class_names: list[str] | None = None
     resume_epochs: int | None = None
     reporter: Reporter = field(default_factory=lambda: QUIET)
+    # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast on CPU too (fast with AMX /
+    # AVX512-BF16, not bit-exact); fp32: never.
+    precision: str = "auto"
+    # Called with each epoch's history row (after its checkpoint); may raise to stop (tuning).
+    on_epoch: Callable[[dict], None] | None = None
 
 
 def class_weight_vector(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -90,9 +98,25 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether the training step runs under bf16 autocast (see TrainOptions.precision)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w, reporter: Reporter,
-                    epoch: int, start_step: int, on_step) -> dict:
-    """One epoch of optimisation; returns mean loss and accuracy over the images seen."""
+                    epoch: int, start_step: int, on_step, amp: bool | None = None) -> dict:
+    """One epoch of optimisation; returns mean loss and accuracy over the images seen.
+
+    Under DDP each rank trains on its share of every global batch; its loss is its share of
+    the global mean (:func:`imageclf.distributed.loss_scale`), so the averaged gradient is
+    the single-process one. ``amp``: bf16 autocast (default: on CUDA only).
+    """
+    amp = device.type == "cuda" if amp is None else amp
     model, opt = state.model, state.optimizer
     model.train()
     pre = recipe.preprocessing()
@@ -103,20 +127,27 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
     k = state.num_outputs
     with reporter.task(f"epoch {epoch + 1}/{recipe.epochs}", total=sum(map(len, plan))) as bar:
         bar.advance(sum(len(b) for b in plan[:start_step]))
-        for step in range(start_step, len(plan)):
-            idx = dist.shard(plan[step])
+        steps = range(start_step, len(plan))
+        # A rank with no image in a short last batch still steps (DDP's all-reduce needs it),
+        # on one image whose loss counts zero.
+        owned = [dist.shard(plan[s]) for s in steps]
+        shards = [i if len(i) else plan[s][:1] for s, i in zip(steps, owned)]
+        if not isinstance(train.images, np.ndarray):
+            shards = [np.sort(i) for i in shards]  # sequential reads from a disk cache
+        for step, idx, pixels in zip(steps, shards, batches(train.images, shards)):
+            own = len(owned[step - start_step])
             progress = (epoch * len(plan) + step) / total_steps
             set_lr(opt, recipe.lr * schedule_factor(recipe.schedule, progress, recipe.warmup_epochs
                                                     / recipe.epochs) * state.lr_factor())
-            if not isinstance(train.images, np.ndarray):
-                idx = np.sort(idx)  # sequential reads from a disk cache; order within a batch is free
-            xb = torch.from_numpy(np.ascontiguousarray(train.images[idx]))
+            xb = torch.from_numpy(pixels)
             labels = torch.from_numpy(train.labels[idx])
+            if device.type == "cuda":
+                xb, labels = xb.pin_memory(), labels.pin_memory()
             xb, labels = xb.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             x = augment(to_float(xb), recipe.augment, state.aug_gen)
             x = normalize(x, pre.mean, pre.std)
-            if not recipe.channels_last:
-                x = x.contiguous()
+            x = x.contiguous(memory_format=torch.channels_last if recipe.channels_last
+                             else torch.contiguous_format)
             target = labels.float() if k == 1 else F.one_hot(labels, k).float()
             weight = class_w[labels] if class_w is not None else None
             if recipe.mixup:
@@ -127,10 +158,14 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
                 target = lam * target + (1 - lam) * target[perm]
                 if weight is not None:
                     weight = lam * weight + (1 - lam) * weight[perm]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type if amp else "cpu", dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             losses = loss_per_sample(logits, target, recipe.label_smoothing)
-            loss = (losses * weight).mean() if weight is not None else losses.mean()
+            if dist.is_distributed():
+                total = (losses * weight).sum() if weight is not None else losses.sum()
+                loss = total * (dist.loss_scale(len(plan[step])) if own else 0.0)
+            else:
+                loss = (losses * weight).mean() if weight is not None else losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip:
@@ -140,23 +175,32 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
                 state.ema.update(dist.unwrap(model))
             with torch.no_grad():
                 pred = (logits[:, 0] > 0).long() if k == 1 else logits.argmax(1)
-                sums["loss"] += loss.detach().float() * len(idx)
-                sums["correct"] += (pred == labels).sum()
-                sums["n"] += len(idx)
+                if dist.is_distributed():
+                    sums["loss"] += total.detach().float() if own else 0.0
+                    sums["correct"] += (pred == labels).sum() if own else 0
+                else:
+                    sums["loss"] += loss.detach().float() * len(idx)
+                    sums["correct"] += (pred == labels).sum()
+                sums["n"] += own
             state.step_in_epoch = step + 1
             bar.advance(len(plan[step]), **({"loss": float(sums["loss"] / sums["n"])}
                                             if step % 20 == 19 else {}))
             on_step()
-    n = max(float(sums["n"]), 1.0)
-    return {"loss": float(sums["loss"]) / n, "accuracy": float(sums["correct"]) / n}
+    loss_sum, correct, n = dist.all_reduce_sum(torch.stack([sums["loss"], sums["correct"], sums["n"]])
+                                               .float()).tolist()
+    n = max(n, 1.0)
+    return {"loss": loss_sum / n, "accuracy": correct / n}
 
 
 def validate(state: TrainingState, recipe: Recipe, val, device) -> dict:
     """Validation loss, accuracy and ROC-AUC through the same path prediction uses."""
     model = state.eval_model()
-    probs = predict_probs(model, val.images, recipe.preprocessing(), device=device,
-                          batch_size=max(64, recipe.batch_size), tta=recipe.tta,
-                          channels_last=recipe.channels_last)
+    pre = recipe.preprocessing()
+    # Under DDP each rank predicts a block of the validation images; all get all the probabilities.
+    images = val.images[dist.contiguous_shard(len(val))] if dist.is_distributed() else val.images
+    probs = dist.all_gather_rows(predict_probs(
+        model, images, pre, device=device, tta=recipe.tta, channels_last=recipe.channels_last,
+        batch_size=auto_batch_size(pre, device) if device.type == "cpu" else max(64, recipe.batch_size)))
     y = val.labels
     pred = (probs[:, 1] >= 0.5).astype(np.int64) if probs.shape[1] == 2 else probs.argmax(1)
     auc = binary_roc_auc(y, probs[:, 1]) if probs.shape[1] == 2 else roc_auc(y, probs)
@@ -170,7 +214,9 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
     from .predict import Classifier
 
     options = options or TrainOptions()
-    rep = options.reporter
+    device = dist.setup(resolve_device(options.device))  # joins torchrun's group, if any
+    rep = options.reporter if dist.is_main() else QUIET
+    amp = use_bf16(options.precision, device)
     run = RunDir(Path(out))
     resume_from = run.check_start(resume=options.resume, force=options.force)
     if resume_from is not None:
@@ -180,21 +226,35 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
     if recipe is None:
         raise ConfigError("no recipe given")
     dataset = data if isinstance(data, Dataset) else open_dataset(data, options.class_names)
+    if resume_from is not None and resume_from["data"]["sha256"] != dataset.fingerprint()["sha256"]:
+        rep.warn(f"{dataset.source} is not the data this run started on (its fingerprint changed); "
+                 "resuming anyway")
     train_split, val_split = training_splits(dataset, recipe.val_fraction, recipe.seed)
-    rep.print(f"[bold]{dataset.source}[/bold] ({dataset.kind}): classes {dataset.classes} -> "
+    rep.print(f"[bold]{escape(dataset.source)}[/bold] ({dataset.kind}): classes {dataset.classes} -> "
               f"labels {list(range(dataset.num_classes))}")
     rep.print(f"train {len(train_split)} / val {len(val_split)} images; recipe "
               f"[bold]{recipe.name}[/bold] ({recipe.model}, {recipe.size[0]}x{recipe.size[1]}x"
               f"{recipe.channels})")
-    device = resolve_device(options.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: the fastest kernels pay at once
     torch.manual_seed(recipe.seed)
     num_outputs = 1 if dataset.num_classes == 2 else dataset.num_classes
     model = create_model(recipe.model, recipe.channels, num_outputs, recipe.size, **recipe.model_kwargs)
     check_forward(model, recipe.model, recipe.channels, recipe.size)
-    train, val = prepare_caches(train_split, val_split, recipe.preprocessing(), options, rep)
+    if recipe.pretrained and resume_from is None:
+        from .pretrained import load_pretrained
+
+        rep.print(load_pretrained(model, recipe.pretrained).summary())
+    with dist.local_main_first():  # under DDP one process per machine decodes; the rest reuse it
+        cache_opts = options
+        if dist.world_size() > 1 and options.cache == "auto":
+            cache_opts = copy.copy(options)
+            cache_opts.cache = "disk"  # one decoded copy, shared by the ranks through the page cache
+        train, val = prepare_caches(train_split, val_split, recipe.preprocessing(), cache_opts, rep)
     model = model.to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    pool_before_relu(model)
     rep.print(f"model {recipe.model}: {num_params(model):,} parameters on {device}")
     opt = build_optimizer(recipe, model.parameters())
     state = TrainingState(model=dist.wrap(model, device), optimizer=opt, num_outputs=num_outputs,
@@ -208,14 +268,17 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
                        device=device) if recipe.class_weights == "balanced" else None)
     monitor = recipe.early_stopping.monitor if recipe.early_stopping else "val_loss"
     stopped_early = False
+    guard = InterruptGuard()
     try:
+        guard.install()
         while state.epoch < recipe.epochs and not stopped_early:
             epoch = state.epoch
             if state.step_in_epoch == 0:
                 state.start_epoch(_epoch_seed(recipe.seed, epoch))
             t0 = time.perf_counter() - state.epoch_seconds
             logs = train_one_epoch(state, recipe, train, device, cw, rep, epoch, state.step_in_epoch,
-                                   on_step=lambda: run.maybe_checkpoint(state, recipe, dataset))
+                                   on_step=lambda: (run.maybe_checkpoint(state, recipe, dataset),
+                                                    guard.check()), amp=amp)
             vlogs = validate(state, recipe, val, device)
             vlogs.pop("_probs")
             seconds = time.perf_counter() - t0
@@ -229,19 +292,31 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
                 stopped_early = True
                 rep.print(f"early stop: {monitor} has not improved for "
                           f"{recipe.early_stopping.patience} epochs")
+            stopped_early = dist.broadcast_flag(stopped_early)  # all ranks stop together
             state.end_epoch()
             rep.print(_epoch_line(row, recipe.epochs))
             run.save_epoch(state, recipe, dataset, stopped_early)
+            guard.check()
+            if options.on_epoch is not None:
+                options.on_epoch(row)
     except KeyboardInterrupt:
+        guard.restore()
+        if guard.forced:  # the state may be mid-step: keep the last consistent checkpoint
+            rep.warn(f"interrupted twice; stopped without a new checkpoint. --resume continues "
+                     f"from the last one: imageclf train {dataset.source} --out {run.path} --resume")
+            raise
         run.checkpoint(state, recipe, dataset)
         rep.warn(f"interrupted; checkpoint saved. Continue with: imageclf train {dataset.source} "
                  f"--out {run.path} --resume")
         raise
+    finally:
+        guard.restore()
     if recipe.early_stopping is None or recipe.early_stopping.restore_best:
         state.restore_best()
     final = validate(state, recipe, val, device)
     probs = final.pop("_probs")
     run.finish(state, recipe, dataset, train, val, final, probs)
+    dist.barrier()  # the other ranks load the model file once rank 0 has written it
     rep.print(f"[green]saved[/green] {run.path} (best epoch {state.best_epoch + 1}: val_loss "
               f"{final['val_loss']:.4f}, val_accuracy {final['val_accuracy']:.4f}, "
               f"val_auc {final['val_auc']:.4f})")

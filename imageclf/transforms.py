@@ -60,6 +60,11 @@ class Augment:
                     or self.zoom or self.horizontal_flip or self.vertical_flip)
 
     @property
+    def flips_only(self) -> bool:
+        """Only flips among the geometric settings: a mirror, no resampling needed."""
+        return not (self.rotation or self.width_shift or self.height_shift or self.shear or self.zoom)
+
+    @property
     def active(self) -> bool:
         return self.geometric or self.brightness is not None or bool(self.contrast or self.erasing)
 
@@ -123,6 +128,16 @@ def _warp(x: torch.Tensor, matrices: torch.Tensor, aug: Augment) -> torch.Tensor
     return F.grid_sample(x, grid, "bilinear", FILL_MODES[aug.fill_mode], align_corners=False)
 
 
+def _flip(x: torch.Tensor, aug: Augment, g: torch.Generator) -> torch.Tensor:
+    """Random mirrors without grid_sample, drawing the same random numbers affine_matrices does."""
+    n = x.shape[0]
+    for on, dim in ((aug.horizontal_flip, 3), (aug.vertical_flip, 2)):
+        if on:
+            chosen = torch.rand(n, generator=g, device=x.device) < 0.5
+            x = torch.where(chosen.view(n, 1, 1, 1), x.flip(dim), x)
+    return x
+
+
 def _erase(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     dev = x.device
@@ -145,7 +160,9 @@ def augment(x: torch.Tensor, aug: Augment, g: torch.Generator) -> torch.Tensor:
     if not aug.active:
         return x
     n, _, h, w = x.shape
-    if aug.geometric:
+    if aug.geometric and aug.flips_only:
+        x = _flip(x, aug, g)
+    elif aug.geometric:
         x = _warp(x, affine_matrices(n, h, w, aug, g, x.device), aug)
     if aug.brightness is not None:
         x = x * _uniform(n, *aug.brightness, g, x.device).view(n, 1, 1, 1)

@@ -1,6 +1,6 @@
 """Model architectures, each registered by name (see :mod:`imageclf.models.registry`)."""
 
-from . import seed_cnns  # noqa: F401  (registers the seed articles' networks)
+from . import modern, resnets, seed_cnns, wide_resnet  # noqa: F401  (registers the networks)
 from .registry import (
     ModelEntry,
     check_forward,
@@ -13,3 +13,5 @@ from .registry import (
 
 __all__ = ["ModelEntry", "check_forward", "create_model", "list_models", "model_entry",
            "num_params", "register_model"]
+
+from .. import ensemble as _ensemble  # noqa: E402,F401  (registers the "ensemble" architecture)

@@ -1,0 +1,43 @@
+"""Time ``imageclf.load(RUN).predict(paths)`` in a fresh process; print one JSON line.
+
+usage: python -m bench.predict_probe RUN FOLDER [--batch-size N]
+
+FOLDER holds one subfolder per class (the test split); the probe scores the predictions
+against those folder names. Decoding is included, as it is in Keras' predict on a
+flow_from_directory generator; loading the model is timed apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("folder")
+    ap.add_argument("--batch-size", type=int, default=None)
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    import imageclf
+    from imageclf.predict import expand_inputs
+
+    model = imageclf.load(a.run, device="cpu")
+    load_s = time.perf_counter() - t0
+    paths = expand_inputs([a.folder])
+    kw = {"batch_size": a.batch_size} if a.batch_size else {}
+    t1 = time.perf_counter()
+    preds = model.predict(paths, **kw)
+    seconds = time.perf_counter() - t1
+    truth = [Path(p).parent.name for p in preds.paths]
+    accuracy = sum(t == p for t, p in zip(truth, preds.labels)) / max(1, len(truth))
+    print(json.dumps({"images": len(paths), "seconds": round(seconds, 3),
+                      "img_per_s": round(len(paths) / seconds, 1), "accuracy": round(accuracy, 4),
+                      "load_s": round(load_s, 2)}))
+
+
+if __name__ == "__main__":
+    main()

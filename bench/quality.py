@@ -1,0 +1,219 @@
+"""Model quality on the four real data sets: ``python -m bench.quality --xray --fashion ...``.
+
+Trains each selected (data set, recipe) pair on its training split, one at a time, and
+records the VALIDATION figures (the test splits are held out elsewhere and never read),
+epochs, wall time, machine and the ``imageclf train`` command that reproduces the row.
+Results merge into ``bench/quality.json`` (a rerun of one data set keeps the others'
+rows) and the markdown tables are printed and written to ``bench/quality.md``.
+
+  --xray --fashion --digits --catsdogs   the data sets (targets table)
+  --ablation                             PneumoniaMNIST, xray-fast with each ingredient off / on
+  --only KEY ...                         just these rows (see --list)
+  --table                                only print the tables from bench/quality.json
+
+Wall times are what this machine gave while other work shared its cores: the load
+averages at start and end are recorded with each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import machine  # noqa: E402
+
+DATA_ROOT = Path(os.environ.get("IMAGECLF_DATA", REPO.parent / "shared" / "data"))
+DATASETS = {
+    "xray": ("PneumoniaMNIST", "pneumoniamnist_trainval.npz"),
+    "fashion": ("Fashion-MNIST", "fashion_mnist_trainval.npz"),
+    "digits": ("MNIST digits", "mnist_digits_trainval.npz"),
+    "catsdogs": ("cats vs dogs", "catsdogs"),
+}
+RESULTS = REPO / "bench" / "quality.json"
+TABLE = REPO / "bench" / "quality.md"
+
+
+@dataclass
+class Row:
+    """One training (or, with ``retest_of``, one re-evaluation of another row's model)."""
+
+    key: str
+    dataset: str
+    recipe: str
+    settings: dict = field(default_factory=dict)
+    group: str = "targets"
+    note: str = ""
+    retest_of: str | None = None  # evaluate that row's model with ``settings`` as config changes
+
+
+ROWS = [
+    # PneumoniaMNIST: the seed-002 recipe at 28 px for reference, the CPU-fast and best recipes.
+    Row("xray/xray-5block", "xray", "xray-5block", {"img_size": 64, "epochs": 10},
+        note="seed 002 at 64 px"),
+    Row("xray/xray-fast", "xray", "xray-fast", retest_of="ablation/none-off",
+        note="the ablation's baseline run"),
+    Row("xray/xray-resnet", "xray", "xray-resnet"),
+    # Fashion-MNIST and digits: seed 004 as written, then the stronger recipes.
+    Row("fashion/mnist-basic", "fashion", "mnist-basic", note="seed 004"),
+    Row("fashion/fashion-resnet-v1", "fashion", "fashion-resnet",
+        {"epochs": 15, "weight_decay": 0.05, "augment.erasing": 0.5}, note="first try: underfits"),
+    Row("fashion/fashion-resnet", "fashion", "fashion-resnet"),
+    Row("digits/mnist-basic", "digits", "mnist-basic", note="seed 004"),
+    Row("digits/mnist-resnet", "digits", "mnist-resnet"),
+    # Cats vs dogs: seed 003 with its own settings (64 px RGB, Adadelta 1.0, 10 x 250 steps).
+    Row("catsdogs/catsdogs-2conv", "catsdogs", "catsdogs-2conv", {"val_fraction": 0.2},
+        note="seed 003"),
+    Row("catsdogs/photo-resnet", "catsdogs", "photo-resnet"),
+    # Ablation on PneumoniaMNIST: xray-fast with one ingredient changed.
+    Row("ablation/none-off", "xray", "xray-fast", group="ablation", note="xray-fast as registered"),
+    Row("ablation/tta-off", "xray", "xray-fast", {"tta": []}, group="ablation",
+        note="no flip TTA (same model)", retest_of="ablation/none-off"),
+    Row("ablation/ema-off", "xray", "xray-fast", {"ema": "none"}, group="ablation", note="no EMA"),
+    Row("ablation/augment-off", "xray", "xray-fast", {"augment": {}}, group="ablation",
+        note="no augmentation"),
+    Row("ablation/flip-off", "xray", "xray-fast", {"augment.horizontal_flip": False, "tta": []},
+        group="ablation", note="no flips (train or test)"),
+    Row("ablation/smoothing-off", "xray", "xray-fast", {"label_smoothing": 0.0}, group="ablation",
+        note="no label smoothing"),
+    Row("ablation/balanced-on", "xray", "xray-fast", {"class_weights": "balanced"}, group="ablation",
+        note="+ balanced class weights"),
+    Row("ablation/onecycle-off", "xray", "xray-fast", {"schedule": "constant", "warmup_epochs": 0},
+        group="ablation", note="constant learning rate"),
+    Row("ablation/adam", "xray", "xray-fast", {"optimizer": "adam", "weight_decay": 0.0},
+        group="ablation", note="Adam, no weight decay"),
+    Row("ablation/mixup-on", "xray", "xray-fast", {"mixup": 0.2}, group="ablation", note="+ mixup 0.2"),
+    Row("ablation/erasing-on", "xray", "xray-fast", {"augment.erasing": 0.25}, group="ablation",
+        note="+ random erasing 0.25"),
+]
+
+
+def data_path(dataset: str) -> Path:
+    return DATA_ROOT / DATASETS[dataset][1]
+
+
+def command(row: Row) -> str:
+    """The CLI line that trains this row (the environment's thread setting included)."""
+    parts = ["imageclf", "train", str(data_path(row.dataset)), "--recipe", row.recipe]
+    for k, v in row.settings.items():
+        value = "none" if v is None else json.dumps(v) if isinstance(v, list | dict | bool) else str(v)
+        parts += ["--set", f"{k}={value.lower() if isinstance(v, bool) else value}"]
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + shlex.join(parts)
+
+
+def run_row(row: Row, runs: Path, done: dict) -> dict:
+    import imageclf
+
+    out = runs / row.key
+    load_start = machine.load()
+    t0 = time.perf_counter()
+    if row.retest_of:
+        model = imageclf.load(runs / row.retest_of, device="cpu")
+        for k, v in row.settings.items():
+            setattr(model.config, k, v)
+        m = model.evaluate(str(data_path(row.dataset)), split="val").metrics
+        base = done.get(row.retest_of, {})
+        metrics = {"val_accuracy": m["accuracy"], "val_auc": m["roc_auc"], "val_loss": m["log_loss"],
+                   "epochs_run": base.get("epochs"), "best_epoch": base.get("best_epoch")}
+        wall = base.get("wall_s")
+    else:
+        model = imageclf.train(str(data_path(row.dataset)), row.recipe, out, device="cpu", force=True,
+                               quiet=True, **row.settings)
+        metrics = model.config.metrics
+        wall = time.perf_counter() - t0
+    recipe = model.config.recipe
+    return {
+        "key": row.key, "dataset": DATASETS[row.dataset][0], "recipe": row.recipe, "group": row.group,
+        "note": row.note, "settings": row.settings, "model": recipe.get("model"),
+        "img_size": recipe.get("img_size"), "val_accuracy": metrics["val_accuracy"],
+        "val_auc": metrics["val_auc"], "val_loss": metrics["val_loss"],
+        "epochs": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
+        "wall_s": round(wall, 1) if wall is not None else None, "load": [load_start, machine.load()],
+        "torch_threads": __import__("torch").get_num_threads(), "command": command(row),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _fmt(v, digits=4) -> str:
+    return "-" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def _minutes(s) -> str:
+    return "-" if s is None else f"{s / 60:.1f} min"
+
+
+def markdown(results: dict) -> str:
+    rows = results.get("rows", {})
+    m = results.get("machine", {})
+    lines = [f"Machine: {machine.summary(m)}." if m else "", ""]
+    lines += ["| data set | recipe | model @ px | val acc | val ROC-AUC | epochs | wall | "
+              "load 1-min (start / end) | command |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows.values() if r["group"] == "targets"):
+        lines.append(f"| {r['dataset']} | {r['recipe']}{' (' + r['note'] + ')' if r['note'] else ''} | "
+                     f"{r['model']} @ {r['img_size']} | {_fmt(r['val_accuracy'])} | {_fmt(r['val_auc'])} | "
+                     f"{r['epochs']} | {_minutes(r['wall_s'])} | "
+                     f"{r['load'][0][0]} / {r['load'][1][0]} | `{r['command']}` |")
+    ablation = [r for r in rows.values() if r["group"] == "ablation"]
+    if ablation:
+        base = rows.get("ablation/none-off")
+        lines += ["", "| xray-fast on PneumoniaMNIST | val ROC-AUC | Δ AUC | val acc | val loss | "
+                  "wall | command |", "|---|---|---|---|---|---|---|"]
+        for r in ablation:
+            delta = r["val_auc"] - base["val_auc"] if base else None
+            lines.append(f"| {r['note']} | {_fmt(r['val_auc'])} | "
+                         f"{'-' if delta is None else f'{delta:+.4f}'} | {_fmt(r['val_accuracy'])} | "
+                         f"{_fmt(r['val_loss'])} | {_minutes(r['wall_s'])} | `{r['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
+    for name in DATASETS:
+        ap.add_argument(f"--{name}", action="store_true", help=f"{DATASETS[name][0]} rows")
+    ap.add_argument("--ablation", action="store_true", help="the ingredient ablation on PneumoniaMNIST")
+    ap.add_argument("--only", nargs="+", default=[], metavar="KEY", help="just these rows")
+    ap.add_argument("--list", action="store_true", help="list the rows and their commands")
+    ap.add_argument("--table", action="store_true", help="only print the tables from the JSON")
+    ap.add_argument("--runs", type=Path, default=Path("/tmp/imageclf-quality"),
+                    help="where the trained model folders go")
+    ap.add_argument("--json", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.list:
+        for r in ROWS:
+            print(f"{r.key:28} {command(r)}")
+        return
+    results = json.loads(args.json.read_text()) if args.json.is_file() else {"rows": {}}
+    chosen = [r for r in ROWS if r.key in args.only or (r.group == "targets" and getattr(args, r.dataset))
+              or (r.group == "ablation" and args.ablation)]
+    unknown = sorted(set(args.only) - {r.key for r in ROWS})
+    if unknown:
+        ap.error(f"unknown rows {unknown}; see --list")
+    if not args.table:
+        if not chosen:
+            ap.error("choose data sets (--xray --fashion --digits --catsdogs), --ablation or --only KEY")
+        results["machine"] = machine.describe(REPO)
+        for row in sorted(chosen, key=lambda r: r.retest_of is not None):  # bases first
+            print(f"[{time.strftime('%H:%M:%S')}] {row.key}: {command(row)}", flush=True)
+            results["rows"][row.key] = run_row(row, args.runs, results["rows"])
+            r = results["rows"][row.key]
+            print(f"  val acc {_fmt(r['val_accuracy'])}  val auc {_fmt(r['val_auc'])}  "
+                  f"{_minutes(r['wall_s'])}", flush=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    if not args.table:
+        TABLE.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

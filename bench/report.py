@@ -1,0 +1,163 @@
+"""The benchmark's outputs: ratios and targets, the JSON record, the BENCHMARKS.md table.
+
+Every ratio compares figures from the same ``python -m bench`` run (side by side on the
+same machine, minutes apart), never figures from different runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .machine import summary
+
+SECTION = "## Speed"
+SECTION_INTRO = """\
+Written by `python -m bench` (see docs/performance.md): each run appends its table below.
+Train img/s is the whole `imageclf train` command (start-up, decoding, caching, every epoch's
+validation, saving) divided into the images trained on; Keras' figure is its `fit` alone
+(keras_seed.py). Predict img/s is `imageclf.load(RUN).predict(paths)` on the test folder in a
+fresh process, decoding included, as Keras' `predict` on its generator. Accuracy is on the
+same test images for both. The ceiling (peers' cpu_ceiling.py) runs twice, as shipped and with
+the process settings imageclf makes for itself (OMP_WAIT_POLICY=PASSIVE, THP_MEM_ALLOC_ENABLE=1);
+ratios use the higher. Ratios are from the same run; the load average says how busy the shared
+machine was.
+"""
+
+
+def _ratio(a, b) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def ratios(entry: dict, variant: str) -> dict:
+    """This variant's figures over Keras' and the ceiling's, from the same run."""
+    run = entry["imageclf"][variant]
+    train, pred = run.get("train") or {}, run.get("predict") or {}
+    keras, ceil = entry.get("keras") or {}, entry.get("ceiling") or {}
+    out = {
+        "train_vs_keras": _ratio(train.get("train_img_per_s"), keras.get("train_img_per_s")),
+        "train_vs_ceiling": _ratio(train.get("train_img_per_s"), ceil.get("train")),
+        "loop_vs_ceiling": _ratio(train.get("loop_img_per_s"), ceil.get("train")),
+        "predict_vs_keras": _ratio(pred.get("img_per_s"), keras.get("predict_img_per_s")),
+        "first_epoch_vs_keras_epoch": _ratio(keras.get("mean_epoch_s"), train.get("first_epoch_end_s")),
+    }
+    if pred.get("accuracy") is not None and keras.get("test_acc") is not None:
+        out["accuracy_minus_keras"] = round(pred["accuracy"] - keras["test_acc"], 4)
+    return out
+
+
+def check_targets(entry: dict, variant: str, targets: dict[str, float]) -> list[dict]:
+    """Each of the workload's targets with the measured value and whether it was met."""
+    r = ratios(entry, variant)
+    train = entry["imageclf"][variant].get("train") or {}
+    checks = []
+    for name, goal in targets.items():
+        if name == "peak_rss_mb_max":
+            # The process tree's real footprint (PSS: shared pages split, not counted per worker).
+            value = train.get("peak_pss_mb")
+            met = value is not None and value <= goal
+        else:
+            value = r.get(name.removesuffix("_moonshot"))
+            met = value is not None and value >= goal
+        checks.append({"target": name, "goal": goal, "value": value, "met": bool(met)})
+    if "accuracy_minus_keras" in r:
+        checks.append({"target": "accuracy_vs_keras", "goal": 0.0, "value": r["accuracy_minus_keras"],
+                       "met": r["accuracy_minus_keras"] >= 0})
+    return checks
+
+
+def _f(x, digits: int = 0) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def _x(x) -> str:
+    return "–" if x is None else f"{x:.2f}x"
+
+
+def table(record: dict) -> str:
+    """The run's markdown block: header lines, one table, the targets."""
+    m = record["machine"]
+    lines = [f"### {m['date']}{' (quick)' if record['quick'] else ''}", "",
+             f"`{record['command']}`", "",
+             f"Machine: {summary(m)}. Load average (1/5/15 min) at start {m['load_at_start']}, "
+             f"at end {record.get('load_at_end')}.", "",
+             "| workload | run | train img/s | decoded / 1st epoch done / later epoch s "
+             "| predict img/s | test acc | peak MB: process RSS / tree PSS "
+             "| train ×Keras | train ×ceiling | predict ×Keras |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    checks = []
+    for name, e in record["workloads"].items():
+        first = True
+        for variant, run in e.get("imageclf", {}).items():
+            label = name if first else ""
+            first = False
+            if "error" in run:
+                lines.append(f"| {label} | imageclf {variant} | error: {run['error'][:80]} |||||||||")
+                continue
+            t, p = run["train"], run.get("predict") or {}
+            r = ratios(e, variant)
+            lines.append(
+                f"| {label} | imageclf {variant} | {_f(t['train_img_per_s'])} "
+                f"(loop {_f(t['loop_img_per_s'])}) | {_f(t['decode_done_s'], 1)} / "
+                f"{_f(t['first_epoch_end_s'], 1)} / {_f(t['later_epoch_s'], 1)} | {_f(p.get('img_per_s'))} "
+                f"| {_f(p.get('accuracy'), 4)} | {_f(t.get('main_peak_rss_mb'))} / {_f(t['peak_pss_mb'])} "
+                f"| {_x(r['train_vs_keras'])} "
+                f"| {_x(r['train_vs_ceiling'])} | {_x(r['predict_vs_keras'])} |")
+            checks += [(name, variant, c) for c in check_targets(e, variant, e.get("targets", {}))]
+        k = e.get("keras")
+        if k and "error" not in k:
+            lines.append(f"| | Keras peer (TF {k.get('tf')}) | {_f(k['train_img_per_s'])} | – / "
+                         f"{_f(k['first_epoch_s'], 1)} / {_f(k['mean_epoch_s'], 1)} (mean) | "
+                         f"{_f(k['predict_img_per_s'])} | {_f(k['test_acc'], 4)} "
+                         f"| {_f(k.get('main_peak_rss_mb'))} / {_f(k['peak_pss_mb'])} "
+                         f"| | | |")
+        elif k:
+            lines.append(f"| | Keras peer | error: {k['error'][:80]} |||||||||")
+        c = e.get("ceiling")
+        for label, run in (c or {}).get("runs", {"": c} if c else {}).items():
+            if "error" in run:
+                lines.append(f"| | ceiling {label} | error: {run['error'][:80]} |||||||||")
+                continue
+            lines.append(f"| | ceiling {e.get('ceiling_spec', '')} {label} ({run['train_mode']} / "
+                         f"{run['predict_mode']}) | {_f(run['train'])} | | {_f(run['predict'])} | | | | | |")
+    lines.append("")
+    if checks:
+        lines.append("Targets: " + "; ".join(
+            f"{name} {variant} {c['target']} {c['value']} (goal {c['goal']}) "
+            f"{'met' if c['met'] else 'NOT met'}" for name, variant, c in checks) + ".")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_json(record: dict, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = re.sub(r"[^0-9T]", "", record["machine"]["date"])[:15]
+    path = folder / f"{stamp}{'-quick' if record['quick'] else ''}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def append_to_benchmarks(block: str, path: Path) -> None:
+    """Append ``block`` at the end of the ``## Speed`` section (created when absent).
+
+    Only that section is touched: the rest of the shared file is kept byte for byte.
+    """
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    padded = "\n" + text
+    start = padded.find(f"\n{SECTION}\n")
+    if start < 0:
+        out = text.rstrip("\n") + f"\n\n{SECTION}\n\n{SECTION_INTRO}\n{block.rstrip()}\n"
+    else:
+        body = start + len(SECTION) + 2
+        nxt = re.search(r"^## ", padded[body:], flags=re.M)
+        end = body + nxt.start() if nxt else len(padded)
+        head, tail = padded[:end].rstrip("\n"), padded[end:]
+        out = (f"{head}\n\n{block.rstrip()}\n" + (f"\n{tail}" if tail else ""))[1:]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(out)
+    tmp.replace(path)

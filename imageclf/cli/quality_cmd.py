@@ -1,0 +1,69 @@
+"""``imageclf tune`` and ``imageclf ensemble`` (``--folds`` and ``--pretrained`` are on ``train``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..api import DEFAULT_RECIPE
+from ..errors import ConfigError
+from ..progress import Reporter
+from .common import app, parse_names, parse_settings
+
+
+def _ints(text: str | None, what: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} takes comma-separated whole numbers, got {text!r}") from None
+
+
+@app.command("tune")
+def tune_command(
+    data: str = typer.Argument(..., help="Dataset: class folders, split folders, CSV or .npz."),
+    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", "-r", help="Recipe name or .yaml file to tune."),
+    out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Folder for the trials, "
+                             "tune.json and best.yaml."),
+    trials: int = typer.Option(None, help="Number of trials (default 20 without --time-budget)."),
+    time_budget: float = typer.Option(None, "--time-budget", help="Stop after this many seconds."),
+    metric: str = typer.Option(None, help="Validation figure to optimise (default: val_auc for two "
+                                          "classes, else val_accuracy)."),
+    epochs: int = typer.Option(None, help="Epochs per trial (default: the recipe's)."),
+    sizes: str = typer.Option(None, help="Image sizes to try, e.g. 28,32,48 (default: around the "
+                                         "recipe's)."),
+    batch_sizes: str = typer.Option(None, "--batch-sizes", help="Batch sizes to try, e.g. 32,64,128."),
+    seed: int = typer.Option(0, help="Sampler seed."),
+    set_: list[str] = typer.Option(None, "--set", help="Base recipe setting, key=value."),
+    class_names: str = typer.Option(None, help="Comma-separated names for an .npz's labels."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-trial lines."),
+) -> None:
+    """Search learning rate, weight decay, augmentation strength, image size and batch size
+    on validation data (Optuna TPE, median pruning); writes OUT/best.yaml to train from."""
+    from ..tune import tune
+
+    overrides = {**parse_settings(set_), **({"epochs": epochs} if epochs else {})}
+    result = tune(data, recipe, out, trials=trials if trials or time_budget else 20,
+                  time_budget=time_budget, metric=metric, sizes=_ints(sizes, "--sizes"),
+                  batch_sizes=_ints(batch_sizes, "--batch-sizes"), seed=seed, device=device,
+                  force=force, class_names=parse_names(class_names), reporter=Reporter(quiet=quiet),
+                  **overrides)
+    typer.echo(result.summary())
+    typer.echo(f"train it: imageclf train {data} --recipe {result.best_recipe}")
+
+
+@app.command("ensemble")
+def ensemble_command(
+    runs: list[Path] = typer.Argument(..., help="Two or more model folders (same classes and input)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out folder."),
+) -> None:
+    """Average the models' probabilities into ONE model folder that loads, predicts,
+    evaluates, explains, serves and exports like any other."""
+    from ..ensemble import build_ensemble
+
+    typer.echo(build_ensemble(runs, out, force=force, reporter=Reporter()))
