@@ -161,3 +161,29 @@ def append_to_benchmarks(block: str, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(out)
     tmp.replace(path)
+
+
+def replace_block(block: str, path: Path, section: str, marker: str) -> None:
+    """Put ``block`` between ``<!-- marker:begin -->`` and ``<!-- marker:end -->`` in ``path``.
+
+    The markers live inside ``section`` (a ``## `` heading); both are created at the end of the
+    file when absent. Everything outside the markers (hand-written analysis included) is kept.
+    """
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    fenced = f"{begin}\n{block.rstrip()}\n{end}"
+    if begin in text and end in text:
+        out = text[:text.index(begin)] + fenced + text[text.index(end) + len(end):]
+    elif f"\n{section}\n" in "\n" + text:
+        padded = "\n" + text
+        body = padded.find(f"\n{section}\n") + len(section) + 2
+        nxt = re.search(r"^## ", padded[body:], flags=re.M)
+        cut = body + nxt.start() if nxt else len(padded)
+        out = (padded[:cut].rstrip("\n") + f"\n\n{fenced}\n" + (f"\n{padded[cut:]}" if cut < len(padded)
+                                                                  else ""))[1:]
+    else:
+        out = text.rstrip("\n") + f"\n\n{section}\n\n{fenced}\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(out)
+    tmp.replace(path)
+

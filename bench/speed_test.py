@@ -65,3 +65,19 @@ def test_watch_timestamps_lines_and_samples_memory():
     assert w.returncode == 0 and [line for _, line in w.lines] == ["a", "b"]
     assert w.first("a") < w.first("b") <= w.seconds
     assert w.main_peak_rss_mb > 150  # the 200 MB buffer was seen
+
+
+def test_replace_block_keeps_the_text_around_it(tmp_path):
+    from bench.report import replace_block
+
+    path = tmp_path / "B.md"
+    path.write_text("# B\n\n## Speed\n\nfast\n\n## Model quality\n\nanalysis\n\n## Serving\n\nok\n")
+    replace_block("| t | 1 |", path, "## Model quality", "quality")
+    replace_block("| t | 2 |", path, "## Model quality", "quality")
+    text = path.read_text()
+    assert text.count("<!-- quality:begin -->") == 1 and "| t | 1 |" not in text
+    assert text.index("analysis") < text.index("| t | 2 |") < text.index("## Serving")
+    assert text.startswith("# B\n\n## Speed\n\nfast\n") and text.endswith("## Serving\n\nok\n")
+    replace_block("x", tmp_path / "new.md", "## Model quality", "quality")
+    fresh = (tmp_path / "new.md").read_text()
+    assert "## Model quality\n\n<!-- quality:begin -->\nx\n<!-- quality:end -->" in fresh

@@ -29,14 +29,6 @@ from imageclf.errors import ImageclfError, ModelFileError
 from imageclf.predict import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return testing.make_class_folders(tmp_path_factory.mktemp("data") / "d", n=16, size=16)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import imageclf
@@ -155,14 +154,6 @@ def write_all(folder: Path, files: dict[str, bytes]) -> dict[str, Path]:
 GRAY = Preprocessing(size=(32, 32), channels=1)
 RGB = Preprocessing(size=(32, 32), channels=3)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models on a shared, loaded machine: one thread avoids OpenMP spin-waiting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

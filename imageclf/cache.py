@@ -210,21 +210,29 @@ def cache_split(
         return _cache_to_disk(split, pre, cache_dir or default_cache_dir(), workers, skip_bad, progress)
     images = np.empty((n, h, w, pre.channels), np.uint8)
     ok = np.zeros(n, bool)
-    skipped = []
+    skipped: list[tuple[str, str]] = []
+    for i, pixels in _good_images(split, pre, workers, skip_bad, skipped, progress):
+        images[i] = pixels
+        ok[i] = True
+    keep = np.flatnonzero(ok)
+    if len(keep) < n:
+        images = images[keep]
+    return CachedSplit(split.name, images, split.labels[keep], keep, skipped)
+
+
+def _good_images(split: Split, pre: Preprocessing, workers: int, skip_bad: bool,
+                 skipped: list[tuple[str, str]], progress) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, pixels) of each image that decodes, in order; a bad one raises BadImageError,
+    or with ``skip_bad`` is appended to ``skipped`` as (path, reason)."""
     for i, result in enumerate(decode_paths(split.paths, pre, workers)):
         if isinstance(result, str):
             if not skip_bad:
                 raise BadImageError(split.paths[i], result)
             skipped.append((split.paths[i], result))
         else:
-            images[i] = result
-            ok[i] = True
+            yield i, result
         if progress:
             progress(1)
-    keep = np.flatnonzero(ok)
-    if len(keep) < n:
-        images = images[keep]
-    return CachedSplit(split.name, images, split.labels[keep], keep, skipped)
 
 
 def _cache_arrays(split: Split, pre: Preprocessing, progress) -> CachedSplit:
@@ -284,17 +292,10 @@ def _cache_to_disk(split, pre, cache_dir: Path, workers, skip_bad, progress) -> 
     skipped, keep = [], []
     try:
         with open(tmp, "wb") as f:
-            for i, result in enumerate(decode_paths(split.paths, pre, workers)):
-                if isinstance(result, str):
-                    if not skip_bad:
-                        raise BadImageError(split.paths[i], result)
-                    skipped.append((split.paths[i], result))
-                else:
-                    assert result.size == item
-                    f.write(result.tobytes())
-                    keep.append(i)
-                if progress:
-                    progress(1)
+            for i, pixels in _good_images(split, pre, workers, skip_bad, skipped, progress):
+                assert pixels.size == item
+                f.write(pixels.tobytes())
+                keep.append(i)
         os.replace(tmp, data_path)
     finally:
         if tmp.exists():

@@ -14,6 +14,15 @@ from imageclf import testing
 # loaded machine's second thread into a large slowdown.
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts on one thread, whatever an earlier test (a DDP worker set-up in this
+    process, say) changed; bit-identity tests compare runs with the same thread count."""
+    torch.set_num_threads(1)
+    yield
+
+
 # Keep tests from touching the user's real cache.
 os.environ.setdefault("IMAGECLF_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "imageclf-test-cache"))
 

@@ -58,7 +58,7 @@ def is_dicom(data: bytes) -> bool:
     return 0 < length <= len(data) - 8
 
 
-def read_dicom(data: bytes, name: str) -> Image.Image:
+def read_dicom(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode the first frame of a DICOM file to an 8-bit L or RGB image (see the module doc)."""
     try:
         import pydicom
@@ -71,7 +71,7 @@ def read_dicom(data: bytes, name: str) -> Image.Image:
         warnings.simplefilter("ignore")
         try:
             ds = pydicom.dcmread(io.BytesIO(data), force=data[PREAMBLE:PREAMBLE + 4] != MAGIC)
-            _check_header(ds, name)
+            _check_header(ds, name, max_pixels)
             frame = _first_frame(ds)
             pixels = _to_display(frame, ds, name)
         except BadImageError:
@@ -81,7 +81,7 @@ def read_dicom(data: bytes, name: str) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def _check_header(ds, name: str) -> None:
+def _check_header(ds, name: str, max_pixels: int) -> None:
     if "PixelData" not in ds:
         raise BadImageError(name, "DICOM file has no pixel data (not an image)")
     for tag in ("Rows", "Columns"):
@@ -90,9 +90,9 @@ def _check_header(ds, name: str) -> None:
     rows, cols = int(ds.Rows), int(ds.Columns)
     if rows < 1 or cols < 1:
         raise BadImageError(name, f"DICOM image has no pixels ({cols} x {rows})")
-    if rows * cols > DEFAULT_MAX_PIXELS:
+    if rows * cols > max_pixels:
         raise BadImageError(name, f"{cols} x {rows} = {rows * cols:,} pixels, over the limit of "
-                                  f"{DEFAULT_MAX_PIXELS:,}")
+                                  f"{max_pixels:,}")
 
 
 def _first_frame(ds) -> np.ndarray:

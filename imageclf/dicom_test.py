@@ -7,13 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
-from imageclf import testing  # noqa: E402
+from imageclf import dicom, testing  # noqa: E402
 from imageclf.cli import main  # noqa: E402
 from imageclf.data import open_dataset  # noqa: E402
 from imageclf.dicom import is_dicom  # noqa: E402
@@ -154,6 +153,19 @@ def test_pixel_count_checked_from_the_header_before_decoding():
         open_image(buf.getvalue())
 
 
+
+def test_the_callers_pixel_limit_is_checked_before_decoding(monkeypatch):
+    data = make_dicom(RAMP, preamble=True)
+    h, w = RAMP.shape[:2]
+    assert open_image(data, max_pixels=h * w).size == (w, h)
+
+    def no_decoding(ds):
+        raise AssertionError("pixels decoded although the header is over the caller's limit")
+
+    monkeypatch.setattr(dicom, "_first_frame", no_decoding)
+    with pytest.raises(BadImageError, match=f"over the limit of {h * w - 1:,}"):
+        open_image(data, max_pixels=h * w - 1)
+
 def _edited(**tags) -> bytes:
     ds = pydicom.dcmread(io.BytesIO(make_dicom(RAMP)))
     for key, value in tags.items():
@@ -218,20 +230,16 @@ def test_dicom_dataset_trains_and_predicts(tmp_path, capsys):
     decoded = load_image(first, Preprocessing(size=(16, 16), channels=1))[..., 0]
     assert np.abs(decoded.astype(int) - images[int(first.stem)]).max() <= 1
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert _run(["train", data, "-o", tmp_path / "run", "-r", "catsdogs-2conv", "--img-size", "16",
-                     "--channels", "1", "--epochs", "1", "--batch-size", "8", "--set",
-                     "steps_per_epoch=null", "--device", "cpu", "-q"]) == 0
-        assert _run(["predict", tmp_path / "run", first, "-q"]) == 0
-        out = capsys.readouterr().out
-        assert first.name in out and ("NORMAL" in out or "PNEUMONIA" in out)
+    assert _run(["train", data, "-o", tmp_path / "run", "-r", "catsdogs-2conv", "--img-size", "16",
+                 "--channels", "1", "--epochs", "1", "--batch-size", "8", "--set",
+                 "steps_per_epoch=null", "--device", "cpu", "-q"]) == 0
+    assert _run(["predict", tmp_path / "run", first, "-q"]) == 0
+    out = capsys.readouterr().out
+    assert first.name in out and ("NORMAL" in out or "PNEUMONIA" in out)
 
-        broken = tmp_path / "broken.dcm"
-        broken.write_bytes(first.read_bytes()[:-20])
-        assert _run(["predict", tmp_path / "run", broken, "-q"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"error: {broken}: malformed DICOM")
-    finally:
-        torch.set_num_threads(threads)
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(first.read_bytes()[:-20])
+    assert _run(["predict", tmp_path / "run", broken, "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {broken}: malformed DICOM")
+

@@ -89,14 +89,14 @@ class Preprocessing:
 
 ImageSource = str | Path | bytes | BinaryIO
 
-# A reader for formats Pillow does not know (DICOM): takes the raw bytes, returns a PIL image.
+# A reader for formats Pillow does not know (DICOM): takes the raw bytes, the name for errors
+# and the caller's pixel limit (checked from the header, before decoding), returns a PIL image.
 # Registered by name so the images module needs no import of optional packages.
-_EXTRA_READERS: list[tuple[Callable[[bytes], bool], Callable[[bytes, str], Image.Image]]] = []
+Reader = Callable[[bytes, str, int], Image.Image]
+_EXTRA_READERS: list[tuple[Callable[[bytes], bool], Reader]] = []
 
 
-def register_reader(
-    sniff: Callable[[bytes], bool], read: Callable[[bytes, str], Image.Image]
-) -> None:
+def register_reader(sniff: Callable[[bytes], bool], read: Reader) -> None:
     """Add a decoder for a format Pillow cannot read; ``sniff`` looks at the file's bytes."""
     _EXTRA_READERS.append((sniff, read))
 
@@ -133,7 +133,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         raise BadImageError(name, "empty file (0 bytes)")
     for sniff, read in _EXTRA_READERS:
         if sniff(data):
-            img = read(data, name)
+            img = read(data, name, max_pixels)
             break
     else:
         try:

@@ -32,59 +32,48 @@ PHOTO_AUGMENT = dict(rotation=10, width_shift=0.1, height_shift=0.1, zoom=0.2, s
 ADAMW = dict(optimizer="adamw", weight_decay=0.05, schedule="onecycle", warmup_epochs=1.0)
 
 
+def _xray(name: str, model: str, description: str, img_size: int, epochs: int, lr: float,
+          ema: float, **extra) -> Recipe:
+    """The X-ray recipes' shared ingredients: gray input, AdamW one-cycle, label smoothing,
+    X-ray augmentation and flip TTA; each recipe names what differs."""
+    return Recipe(name=name, model=model, description=description, img_size=img_size, channels=1,
+                  batch_size=64, epochs=epochs, lr=lr, **ADAMW, label_smoothing=0.05, ema=ema,
+                  augment=Augment(**XRAY_AUGMENT), tta=["hflip"], **extra)
+
+
 @register_recipe
 def xray_fast() -> Recipe:
-    return Recipe(
-        name="xray-fast", model="resnet_compact",
-        description="CPU-fast X-ray recipe: ResNet-10 width 32 at 32 px, 8 epochs, AdamW one-cycle.",
-        img_size=32, channels=1, batch_size=64, epochs=8, lr=3e-3, **ADAMW,
-        label_smoothing=0.05, ema=0.99,
-        augment=Augment(**XRAY_AUGMENT), tta=["hflip"],
-    )
+    return _xray("xray-fast", "resnet_compact",
+                 "CPU-fast X-ray recipe: ResNet-10 width 32 at 32 px, 8 epochs, AdamW one-cycle.",
+                 img_size=32, epochs=8, lr=3e-3, ema=0.99)
 
 
 @register_recipe
 def xray_resnet() -> Recipe:
-    return Recipe(
-        name="xray-resnet", model="resnet_compact",
-        description="Best CPU X-ray recipe: xray-fast's ResNet-10 trained 20 epochs.",
-        img_size=32, channels=1, batch_size=64, epochs=20, lr=3e-3, **ADAMW,
-        label_smoothing=0.05, ema=0.99,
-        augment=Augment(**XRAY_AUGMENT), tta=["hflip"],
-    )
+    return _xray("xray-resnet", "resnet_compact",
+                 "Best CPU X-ray recipe: xray-fast's ResNet-10 trained 20 epochs.",
+                 img_size=32, epochs=20, lr=3e-3, ema=0.99)
 
 
 @register_recipe
 def xray_resnet18() -> Recipe:
-    return Recipe(
-        name="xray-resnet18", model="xray_resnet18",
-        description="torchvision ResNet-18 (1 channel, small-input stem) at 128 px, 40 epochs: GPU-sized.",
-        img_size=128, channels=1, batch_size=64, epochs=40, lr=2e-3, **ADAMW,
-        label_smoothing=0.05, ema=0.998,
-        augment=Augment(**XRAY_AUGMENT), tta=["hflip"],
-    )
+    return _xray("xray-resnet18", "xray_resnet18",
+                 "torchvision ResNet-18 (1 channel, small-input stem) at 128 px, 40 epochs: GPU-sized.",
+                 img_size=128, epochs=40, lr=2e-3, ema=0.998)
 
 
 @register_recipe
 def xray_convnext() -> Recipe:
-    return Recipe(
-        name="xray-convnext", model="xray_convnext",
-        description="ConvNeXt (32-256 channels) at 64 px, 30 epochs, AdamW, stochastic depth.",
-        img_size=64, channels=1, batch_size=64, epochs=30, lr=2e-3, **ADAMW,
-        label_smoothing=0.05, ema=0.995, grad_clip=1.0,
-        augment=Augment(**XRAY_AUGMENT), tta=["hflip"],
-    )
+    return _xray("xray-convnext", "xray_convnext",
+                 "ConvNeXt (32-256 channels) at 64 px, 30 epochs, AdamW, stochastic depth.",
+                 img_size=64, epochs=30, lr=2e-3, ema=0.995, grad_clip=1.0)
 
 
 @register_recipe
 def xray_efficientnet() -> Recipe:
-    return Recipe(
-        name="xray-efficientnet", model="xray_efficientnet_b0",
-        description="torchvision EfficientNet-B0 at 64 px, 30 epochs, AdamW one-cycle.",
-        img_size=64, channels=1, batch_size=64, epochs=30, lr=2e-3, **ADAMW,
-        label_smoothing=0.05, ema=0.995,
-        augment=Augment(**XRAY_AUGMENT), tta=["hflip"],
-    )
+    return _xray("xray-efficientnet", "xray_efficientnet_b0",
+                 "torchvision EfficientNet-B0 at 64 px, 30 epochs, AdamW one-cycle.",
+                 img_size=64, epochs=30, lr=2e-3, ema=0.995)
 
 
 @register_recipe

@@ -78,14 +78,6 @@ main(sys.argv[1:])
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Same thread count in this process and the children: CPU kernels then agree bit for bit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -286,6 +286,7 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
                    "seconds": round(seconds, 3), "images_per_s": round(state.epoch_images() / seconds, 1)}
             state.history.append(row)
             state.track_best(row[monitor], monitor_mode(monitor), epoch)
+            rep.print(_epoch_line(row, recipe.epochs))  # before what the callbacks make of it
             if state.plateau is not None and state.plateau.update(row):
                 rep.print(f"reducing learning rate to {recipe.lr * state.plateau.factor:.2e}")
             if state.early is not None and state.early.update(row):
@@ -294,7 +295,6 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
                           f"{recipe.early_stopping.patience} epochs")
             stopped_early = dist.broadcast_flag(stopped_early)  # all ranks stop together
             state.end_epoch()
-            rep.print(_epoch_line(row, recipe.epochs))
             run.save_epoch(state, recipe, dataset, stopped_early)
             guard.check()
             if options.on_epoch is not None:

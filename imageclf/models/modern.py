@@ -9,8 +9,6 @@ last stage, so small inputs get a gentler first stride.
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.convnext import CNBlockConfig, ConvNeXt
-from torchvision.models.efficientnet import efficientnet_b0
 
 from ..errors import ConfigError
 from .registry import register_model
@@ -18,6 +16,8 @@ from .registry import register_model
 
 def _convnext(in_channels: int, num_outputs: int, img_size: tuple[int, int], dims, depths,
               stem_stride: int | None, drop_path: float) -> nn.Module:
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt  # lazy: seconds of start-up
+
     if len(dims) != len(depths):
         raise ConfigError(f"convnext dims {list(dims)} and depths {list(depths)} differ in length")
     setting = [CNBlockConfig(d, dims[i + 1] if i + 1 < len(dims) else None, n)
@@ -53,6 +53,8 @@ def xray_efficientnet_b0(in_channels: int, num_outputs: int, img_size: tuple[int
                          stem_stride: int | None = None, dropout: float = 0.2,
                          drop_path: float = 0.1) -> nn.Module:
     """torchvision EfficientNet-B0 (4.0 M params), stem stride 1 up to 96 px, else 2."""
+    from torchvision.models.efficientnet import efficientnet_b0  # lazy: seconds of start-up
+
     model = efficientnet_b0(num_classes=num_outputs, dropout=dropout, stochastic_depth_prob=drop_path)
     if stem_stride is None:
         stem_stride = 1 if min(img_size) <= 96 else 2

@@ -13,7 +13,6 @@ default ResNet-10 at width 32: 1.2 M; ``xray_resnet_small``: 0.3 M).
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..errors import ConfigError
 from .registry import register_model
@@ -40,8 +39,14 @@ def stem_layers(stem: str, in_channels: int, width: int) -> tuple[nn.Conv2d, nn.
     return nn.Conv2d(in_channels, width, 3, stride, 1, bias=False), nn.Identity()
 
 
+# torchvision is imported where a network is built, not here: importing it costs seconds of
+# start-up that predicting with a seed CNN never needs.
+
+
 def _zero_init_last_bn(model: nn.Module) -> None:
     # Each residual branch starts as the identity (Goyal et al. 2017): faster, steadier start.
+    from torchvision.models.resnet import BasicBlock
+
     for m in model.modules():
         if isinstance(m, BasicBlock):
             nn.init.zeros_(m.bn2.weight)
@@ -51,6 +56,8 @@ def _zero_init_last_bn(model: nn.Module) -> None:
 def xray_resnet18(in_channels: int, num_outputs: int, img_size: tuple[int, int],
                   stem: str = "auto", dropout: float = 0.0) -> nn.Module:
     """torchvision ResNet-18 (11.2 M params), 1 or 3 channels, stem sized for small inputs."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
     model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_outputs, zero_init_residual=True)
     model.conv1, model.maxpool = stem_layers(pick_stem(stem, img_size), in_channels, 64)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -65,6 +72,8 @@ class CompactResNet(nn.Module):
     def __init__(self, in_channels: int, num_outputs: int, img_size: tuple[int, int],
                  widths: tuple[int, ...], blocks: tuple[int, ...], stem: str = "auto",
                  dropout: float = 0.0) -> None:
+        from torchvision.models.resnet import BasicBlock
+
         super().__init__()
         if len(widths) != len(blocks) or not widths:
             raise ConfigError(f"widths {list(widths)} and blocks {list(blocks)} must have the same length")
