@@ -24,7 +24,6 @@ import imageclf
 from imageclf import testing
 from imageclf.artifact import CONFIG_FILE, MODEL_FILE, _sha256, read_config, save_model
 from imageclf.checkpoint import CHECKPOINT_FILE
-from imageclf.cli import main
 from imageclf.errors import ImageclfError, ModelFileError
 from imageclf.predict import build_model
 
@@ -43,12 +42,7 @@ def good_run(tmp_path_factory, data) -> Path:
     return out
 
 
-def _cli(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code
-    return 0
+_cli = testing.exit_code
 
 
 def copy_run(good_run: Path, where: Path) -> Path:

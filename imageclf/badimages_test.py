@@ -23,7 +23,6 @@ from PIL import Image
 
 import imageclf
 from imageclf import testing
-from imageclf.cli import main
 from imageclf.errors import BadImageError
 from imageclf.images import Preprocessing, load_image
 
@@ -301,12 +300,7 @@ TRAIN_ARGS = ["-r", "catsdogs-2conv", "--img-size", "16", "--channels", "1", "--
               "--batch-size", "8", "--set", "steps_per_epoch=null", "--device", "cpu", "-q"]
 
 
-def _run(argv: list[str]) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code
-    return 0
+_run = testing.exit_code
 
 
 @pytest.mark.parametrize("name", list(unreadable()))

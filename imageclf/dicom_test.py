@@ -13,7 +13,6 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
 from imageclf import dicom, testing  # noqa: E402
-from imageclf.cli import main  # noqa: E402
 from imageclf.data import open_dataset  # noqa: E402
 from imageclf.dicom import is_dicom  # noqa: E402
 from imageclf.errors import BadImageError  # noqa: E402
@@ -213,12 +212,7 @@ def _dicom_folders(root, n: int = 16):
     return root, images
 
 
-def _run(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code
-    return 0
+_run = testing.exit_code
 
 
 def test_dicom_dataset_trains_and_predicts(tmp_path, capsys):

@@ -70,3 +70,34 @@ def test_cli_ensemble(tmp_path, first_run, second_run, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["ensemble", str(first_run), str(second_run), "--out", str(out)])
     assert exc.value.code == 2
+
+
+def test_an_ensemble_explains_serves_and_exports_like_any_model(tmp_path, first_run, second_run,
+                                                                  tiny_folders):
+    import warnings
+
+    from imageclf.backends import load_onnx
+    from imageclf.export import export_onnx
+    from imageclf.serve import create_app
+
+    ens = imageclf.load(build_ensemble([first_run, second_run], tmp_path / "ens"), device="cpu")
+    image = sorted(str(p) for p in (tiny_folders / "test").rglob("*.png"))[0]
+    expected = ens.predict([image]).probs[0]
+
+    explanation = ens.explain(image)
+    assert explanation.heatmap.shape == (32, 32) and 0.0 <= explanation.heatmap.min() <= 1.0
+    assert explanation.layer.startswith("members.1.")  # the last member's last convolution
+    np.testing.assert_allclose(explanation.probs, expected, atol=1e-5)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    with TestClient(create_app(ens)) as client, open(image, "rb") as f:
+        r = client.post("/predict", files=[("file", ("x.png", f.read(), "image/png"))])
+    assert r.status_code == 200
+    served = r.json()["predictions"][0]["probabilities"]
+    np.testing.assert_allclose([served[c] for c in ens.classes], expected, atol=1e-5)
+
+    pytest.importorskip("onnxruntime")
+    onnx_file = export_onnx(ens, tmp_path / "ens.onnx")
+    np.testing.assert_allclose(load_onnx(onnx_file).predict([image]).probs[0], expected, atol=1e-4)

@@ -123,10 +123,12 @@ def mnist_wrn() -> Recipe:
 
 @register_recipe
 def photo_resnet() -> Recipe:
+    # 64 px with a stride-1 stem and 60 epochs reached val .7625 on cats vs dogs; 128 px with
+    # the stride-2 stem (about the same arithmetic per image) and 80 epochs .7825.
     return Recipe(
         name="photo-resnet", model="resnet_compact",
-        description="RGB photos (cats vs dogs): ResNet-10 width 32 at 64 px, 60 epochs, erasing, flip TTA.",
-        img_size=64, channels=3, resize="crop", batch_size=64, epochs=60, lr=3e-3, **ADAMW,
+        description="RGB photos (cats vs dogs): ResNet-10 width 32 at 128 px, 80 epochs, erasing, flip TTA.",
+        img_size=128, channels=3, resize="crop", batch_size=64, epochs=80, lr=3e-3, **ADAMW,
         label_smoothing=0.1, ema=0.995, augment=Augment(**PHOTO_AUGMENT), tta=["hflip"],
         val_fraction=0.2,
     )

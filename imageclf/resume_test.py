@@ -27,7 +27,6 @@ from safetensors.torch import load_file
 from imageclf import testing
 from imageclf.artifact import MODEL_FILE
 from imageclf.checkpoint import CHECKPOINT_FILE, load_checkpoint
-from imageclf.cli import main
 from imageclf.errors import ImageclfError
 from imageclf.recipes import get_recipe
 
@@ -101,12 +100,7 @@ def _train_args(data, recipe_file, out) -> list[str]:
     return ["train", str(data), "-r", str(recipe_file), "-o", str(out), "--device", "cpu", "-q"]
 
 
-def _cli(argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code
-    return 0
+_cli = testing.exit_code
 
 
 def _interrupted(argv, **env) -> subprocess.CompletedProcess:

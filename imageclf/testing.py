@@ -85,3 +85,15 @@ def make_csv(path: str | Path, n: int = 48, size: int = 32, class_names: tuple[s
             split = ["train" if i % 4 else "val"] if with_split else []
             writer.writerow([str(p.relative_to(path.parent)), class_names[k], *split])
     return path
+
+
+def exit_code(argv: list) -> int:
+    """Run ``imageclf ARGV...`` in this process; its exit status (0 when it returns normally)."""
+    from .cli import main
+
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exc:
+        return exc.code
+    return 0
+

@@ -42,8 +42,10 @@ def tune_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-trial lines."),
 ) -> None:
-    """Search learning rate, weight decay, augmentation strength, image size and batch size
-    on validation data (Optuna TPE, median pruning); writes OUT/best.yaml to train from."""
+    """Search a recipe's learning rate, weight decay, augmentation, image and batch size with Optuna.
+
+    Trials are judged on validation data only (TPE sampling, median pruning); the best
+    trial's full recipe is written to OUT/best.yaml, to train from with --recipe."""
     from ..tune import tune
 
     overrides = {**parse_settings(set_), **({"epochs": epochs} if epochs else {})}
@@ -62,8 +64,9 @@ def ensemble_command(
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out folder."),
 ) -> None:
-    """Average the models' probabilities into ONE model folder that loads, predicts,
-    evaluates, explains, serves and exports like any other."""
+    """Average several models' probabilities into one model folder.
+
+    The result loads, predicts, evaluates, explains, serves and exports like any other."""
     from ..ensemble import build_ensemble
 
     typer.echo(build_ensemble(runs, out, force=force, reporter=Reporter()))
