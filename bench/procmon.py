@@ -40,25 +40,24 @@ def _rss(pid: int) -> int:
         return 0
 
 
-def _hwm(pid: int) -> int:
-    """The process' own peak RSS so far (VmHWM), in bytes."""
+def _proc_kib(path: str, key: str) -> int:
+    """The ``key:`` line of a /proc file given in kB, in bytes (0 once the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _hwm(pid: int) -> int:
+    """The process' own peak RSS so far (VmHWM), in bytes."""
+    return _proc_kib(f"/proc/{pid}/status", "VmHWM:")
 
 
 def _pss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 @dataclass

@@ -20,11 +20,10 @@ from .artifact import update_config
 from .data import Dataset, open_dataset, training_splits
 from .errors import ConfigError, DataError
 from .evaluate import evaluate
-from .inference import logits_to_probs
+from .inference import batch_input, logits_to_probs, tta_views
 from .predict import Classifier
 from .progress import QUIET, Reporter
 from .report.stats import operating_point
-from .transforms import to_model_input
 
 TARGETS = ("sensitivity", "specificity", "youden", "f1")
 
@@ -113,12 +112,9 @@ def view_logits(model: Classifier, images: np.ndarray, batch_size: int = 128) ->
     pre = model.preprocessing
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(model.device)
-        x = to_model_input(x, pre.mean, pre.std)
+        x = batch_input(images[start:start + batch_size], pre, model.device)
         # The same views as inference.forward_probs, in its order.
-        views = [x] + [x.flip(3) for t in model.config.tta if t == "hflip"] \
-            + [x.flip(2) for t in model.config.tta if t == "vflip"]
-        out.append(torch.stack([model.model(v).float() for v in views]).cpu())
+        out.append(torch.stack([model.model(v).float() for v in tta_views(x, model.config.tta)]).cpu())
     return torch.cat(out, 1).numpy()
 
 

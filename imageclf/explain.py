@@ -23,8 +23,8 @@ from PIL import Image
 from torch import nn
 
 from .errors import ConfigError
+from .inference import batch_input
 from .metrics import decide
-from .transforms import to_model_input
 
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -126,9 +126,7 @@ def grad_cam(net: nn.Module, x: torch.Tensor, layer: nn.Module, target: int) -> 
 
 def _input(model, image) -> tuple[np.ndarray, torch.Tensor]:
     arr = model.prepare(image)
-    batch = torch.from_numpy(np.array(arr[None])).to(model.device)
-    pre = model.preprocessing
-    return arr, to_model_input(batch, pre.mean, pre.std)
+    return arr, batch_input(arr[None], model.preprocessing, model.device)
 
 
 def explain_image(model, image, layer: str | None = None) -> Explanation:

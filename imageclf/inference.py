@@ -119,18 +119,31 @@ def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Ten
     return torch.softmax(logits, 1)
 
 
+def tta_views(x: torch.Tensor, tta: Sequence[str]) -> list[torch.Tensor]:
+    """The batch itself, then its test-time flips in the order ``tta`` names them by kind."""
+    return [x] + [x.flip(3) for t in tta if t == "hflip"] + [x.flip(2) for t in tta if t == "vflip"]
+
+
 def forward_probs(model: nn.Module, x: torch.Tensor, tta: Sequence[str] = (),
                   temperature: float = 1.0) -> torch.Tensor:
     """Probabilities for a normalised batch, averaged over test-time flips when asked."""
     use_amp = x.device.type == "cuda"
-    views = [x] + [x.flip(3) for t in tta if t == "hflip"] + [x.flip(2) for t in tta if t == "vflip"]
     total = None
+    views = tta_views(x, tta)
     for view in views:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             logits = model(view)
         p = logits_to_probs(logits, temperature)
         total = p if total is None else total + p
     return total / len(views)
+
+
+def batch_input(images, pre: Preprocessing, device: torch.device, channels_last: bool = True) -> torch.Tensor:
+    """(N, H, W, C) uint8 images (array or disk-cache slice) as the model's normalised input on
+    ``device``; channels-last memory (what the permute from NHWC gives) unless asked otherwise."""
+    batch = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    x = to_model_input(batch, pre.mean, pre.std)
+    return x if channels_last else x.contiguous()
 
 
 @torch.inference_mode()
@@ -150,14 +163,10 @@ def predict_probs(
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-        batch = batch.to(device, non_blocking=True)
-        x = to_model_input(batch, pre.mean, pre.std)
-        if not channels_last:
-            x = x.contiguous()
+        x = batch_input(images[start:start + batch_size], pre, device, channels_last)
         out.append(forward_probs(model, x, tta, temperature).cpu())
         if on_batch:
-            on_batch(len(batch))
+            on_batch(len(x))
     if not out:
         return np.zeros((0, 2), np.float32)
     return torch.cat(out).numpy()

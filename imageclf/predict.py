@@ -20,6 +20,7 @@ from .images import ImageSource, is_image_file, load_image, prepare_array
 from .inference import (
     FREEZE_MIN_IMAGES,
     auto_batch_size,
+    batch_input,
     optimize_for_inference,
     optimize_mode,
     predict_probs,
@@ -28,7 +29,6 @@ from .inference import (
 from .metrics import decide
 from .models import create_model
 from .progress import QUIET, Reporter
-from .transforms import to_model_input
 
 
 @dataclass
@@ -151,9 +151,7 @@ class Classifier:
             return self.model
         key = (mode, first.shape[1:])
         if key not in self._fast:
-            pre = self.preprocessing
-            x = to_model_input(torch.from_numpy(np.ascontiguousarray(first)).to(self.device), pre.mean,
-                               pre.std).contiguous(memory_format=torch.channels_last)
+            x = batch_input(first, self.preprocessing, self.device)
             self._fast[key] = optimize_for_inference(self.model, x, mode)
         return self._fast[key]
 
