@@ -57,6 +57,8 @@ class Row:
     group: str = "targets"
     note: str = ""
     retest_of: str | None = None  # evaluate that row's model with ``settings`` as config changes
+    precision: str = "auto"  # imageclf train --precision
+    members: list[str] = field(default_factory=list)  # an ensemble of these rows' models
 
 
 ROWS = [
@@ -107,33 +109,69 @@ def data_path(dataset: str) -> Path:
 
 
 def command(row: Row) -> str:
-    """The CLI line that trains this row (the environment's thread setting included)."""
-    parts = ["imageclf", "train", str(data_path(row.dataset)), "--recipe", row.recipe]
+    """The CLI line that trains this row (the environment's thread setting included); for an
+    ensemble row, the line that builds it from its members' folders and evaluates it."""
+    data = str(data_path(row.dataset))
+    if row.members:
+        out = f"runs/{row.key}"
+        return (shlex.join(["imageclf", "ensemble", *(f"runs/{k}" for k in row.members), "--out", out])
+                + " && " + shlex.join(["imageclf", "evaluate", out, data, "--split", "val"]))
+    parts = ["imageclf", "train", data, "--recipe", row.recipe]
     for k, v in row.settings.items():
         value = "none" if v is None else json.dumps(v) if isinstance(v, list | dict | bool) else str(v)
         parts += ["--set", f"{k}={value.lower() if isinstance(v, bool) else value}"]
+    if row.precision != "auto":
+        parts += ["--precision", row.precision]
     threads = os.environ.get("OMP_NUM_THREADS")
     return (f"OMP_NUM_THREADS={threads} " if threads else "") + shlex.join(parts)
 
 
-def run_row(row: Row, runs: Path, done: dict) -> dict:
+def _val_metrics(model, dataset: str) -> dict:
+    m = model.evaluate(str(data_path(dataset)), split="val").metrics
+    return {"val_accuracy": m["accuracy"], "val_auc": m["roc_auc"], "val_loss": m["log_loss"]}
+
+
+def _epoch_seconds(run: Path) -> float | None:
+    """The sum of a finished run's epoch times (its history.csv), for runs trained outside this script."""
+    import csv
+
+    history = run / "history.csv"
+    if not history.is_file():
+        return None
+    with history.open() as f:
+        return sum(float(r["seconds"]) for r in csv.DictReader(f))
+
+
+def run_row(row: Row, runs: Path, done: dict, adopt: bool = False) -> dict:
+    """Train (or re-test, or assemble) one row and return its record. ``adopt``: a row whose
+    folder already holds a finished model is read, not trained again; its wall time is then
+    the sum of its epoch times."""
     import imageclf
+    from imageclf.ensemble import build_ensemble
 
     out = runs / row.key
     load_start = machine.load()
     t0 = time.perf_counter()
-    if row.retest_of:
-        model = imageclf.load(runs / row.retest_of, device="cpu")
-        for k, v in row.settings.items():
-            setattr(model.config, k, v)
-        m = model.evaluate(str(data_path(row.dataset)), split="val").metrics
-        base = done.get(row.retest_of, {})
-        metrics = {"val_accuracy": m["accuracy"], "val_auc": m["roc_auc"], "val_loss": m["log_loss"],
-                   "epochs_run": base.get("epochs"), "best_epoch": base.get("best_epoch")}
-        wall = base.get("wall_s")
+    if row.retest_of or row.members:
+        if row.members:
+            model = imageclf.load(build_ensemble([runs / k for k in row.members], out, force=True),
+                                  device="cpu")
+            bases = [done.get(k, {}) for k in row.members]
+        else:
+            model = imageclf.load(runs / row.retest_of, device="cpu")
+            for k, v in row.settings.items():
+                setattr(model.config, k, v)
+            bases = [done.get(row.retest_of, {})]
+        metrics = {**_val_metrics(model, row.dataset), "epochs_run": bases[0].get("epochs"),
+                   "best_epoch": bases[0].get("best_epoch")}
+        walls = [b.get("wall_s") for b in bases]
+        wall = None if None in walls else sum(walls)
+    elif adopt and (out / "metrics.json").is_file():
+        model = imageclf.load(out, device="cpu")
+        metrics, wall = model.config.metrics, _epoch_seconds(out)
     else:
         model = imageclf.train(str(data_path(row.dataset)), row.recipe, out, device="cpu", force=True,
-                               quiet=True, **row.settings)
+                               quiet=True, precision=row.precision, **row.settings)
         metrics = model.config.metrics
         wall = time.perf_counter() - t0
     recipe = model.config.recipe
@@ -193,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=Path, default=Path("/tmp/imageclf-quality"),
                     help="where the trained model folders go")
     ap.add_argument("--json", type=Path, default=RESULTS)
+    ap.add_argument("--adopt", action="store_true",
+                    help="record chosen rows whose folder under --runs already holds a finished model "
+                         "(trained by hand, e.g. two at a time) instead of training them again")
     args = ap.parse_args(argv)
     if args.list:
         for r in ROWS:
@@ -210,9 +251,9 @@ def main(argv: list[str] | None = None) -> None:
         if not chosen:
             ap.error("choose data sets (--xray --fashion --digits --catsdogs), --ablation or --only KEY")
         results["machine"] = machine.describe(REPO)
-        for row in sorted(chosen, key=lambda r: r.retest_of is not None):  # bases first
+        for row in sorted(chosen, key=lambda r: bool(r.retest_of or r.members)):  # bases first
             print(f"[{time.strftime('%H:%M:%S')}] {row.key}: {command(row)}", flush=True)
-            results["rows"][row.key] = run_row(row, args.runs, results["rows"])
+            results["rows"][row.key] = run_row(row, args.runs, results["rows"], args.adopt)
             r = results["rows"][row.key]
             print(f"  val acc {_fmt(r['val_accuracy'])}  val auc {_fmt(r['val_auc'])}  "
                   f"{_minutes(r['wall_s'])}", flush=True)

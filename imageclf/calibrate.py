@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .artifact import update_config
-from .data import Dataset, open_dataset, training_splits
+from .data import Dataset, evaluation_split, open_dataset
 from .errors import ConfigError, DataError
 from .evaluate import evaluate
 from .inference import batch_input, logits_to_probs, tta_views
@@ -192,13 +192,7 @@ def _validation_dataset(ds: Dataset, split: str, recipe: dict) -> Dataset:
     if split == "test":
         raise DataError(f"{ds.source}: refusing to calibrate on the test split; choose thresholds and "
                         "temperatures on validation data (--split val) so test figures stay honest")
-    if split in ds.splits:
-        return Dataset(ds.source, ds.kind, ds.classes, {split: ds.splits[split]})
-    if split == "val":
-        # No val split of its own: the same stratified hold-out training carved from train.
-        _, val = training_splits(ds, recipe.get("val_fraction", 0.1), recipe.get("seed", 0))
-        return Dataset(ds.source, ds.kind, ds.classes, {"val": val})
-    raise DataError(f"{ds.source}: no split {split!r} (found: {', '.join(ds.splits)})")
+    return Dataset(ds.source, ds.kind, ds.classes, {split: evaluation_split(ds, split, recipe)})
 
 
 def calibrate(run: str | Path, data: str | Path | Dataset, *, split: str = "val", target: str | None = None,

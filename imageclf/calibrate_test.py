@@ -139,6 +139,27 @@ def test_calibrate_finds_the_training_val_split_of_unsplit_data(tmp_path):
     result = calibrate(run, data, target="f1", save=False, device="cpu")
     assert result.n == 10 and not result.saved                # a quarter of 40, as in training
     assert read_config(run).threshold == 0.5
+    # evaluate --split val judges the model on that same carve: training's own val figures.
+    ev = imageclf.load(run, device="cpu").evaluate(data, split="val")
+    assert len(ev.labels) == 10
+    assert ev.metrics["accuracy"] == pytest.approx(read_config(run).metrics["val_accuracy"])
+
+
+def test_split_seed_keeps_the_validation_carve_while_the_seed_changes(tmp_path):
+    from imageclf import testing
+    from imageclf.data import carve_of, open_dataset, training_splits
+    from imageclf.recipes import get_recipe
+
+    ds = open_dataset(testing.make_class_folders(tmp_path / "flat", n=40, size=32))
+    base = get_recipe("photo-resnet")
+    vals = {}
+    for seed, split_seed in ((0, None), (1, None), (1, 0), (5, 0)):
+        recipe = base.override({"seed": seed, "split_seed": split_seed})
+        assert carve_of(recipe.to_dict()) == (recipe.val_fraction, recipe.carve_seed)
+        val = training_splits(ds, *carve_of(recipe.to_dict()))[1]
+        vals[seed, split_seed] = [val.item_name(i) for i in range(len(val))]
+    assert vals[0, None] != vals[1, None]              # the seed moves the carve ...
+    assert vals[0, None] == vals[1, 0] == vals[5, 0]   # ... unless split_seed pins it
 
 
 def test_update_config_validates(run_copy):

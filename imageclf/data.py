@@ -281,9 +281,22 @@ def training_splits(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> tu
     return train, val
 
 
-def evaluation_split(ds: Dataset, split: str | None = None) -> Split:
-    """The split to evaluate on: the one asked for, else test, else all, else val."""
+def carve_of(recipe: dict) -> tuple[float, int]:
+    """(val_fraction, seed) with which training carved validation data out of ``recipe``'s data."""
+    seed = recipe.get("split_seed")
+    return float(recipe.get("val_fraction", 0.1)), int(recipe.get("seed", 0) if seed is None else seed)
+
+
+def evaluation_split(ds: Dataset, split: str | None = None, recipe: dict | None = None) -> Split:
+    """The split to evaluate on: the one asked for, else test, else all, else val.
+
+    ``val`` on data without a val split of its own is the hold-out training carved with
+    ``recipe``'s val_fraction and seed, so a model is judged on exactly the images it
+    never trained on.
+    """
     if split is not None:
+        if split == "val" and split not in ds.splits and recipe is not None:
+            return training_splits(ds, *carve_of(recipe))[1]
         if split not in ds.splits:
             raise DataError(f"{ds.source}: no split {split!r} (found: {', '.join(ds.splits)})")
         return ds.splits[split]

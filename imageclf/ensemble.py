@@ -80,6 +80,7 @@ def build_ensemble(runs: list[str | Path], out: str | Path, *, force: bool = Fal
     >>> build_ensemble(["runs/cv/fold-1", "runs/cv/fold-2"], "runs/cv/ensemble")  # doctest: +SKIP
     """
     from .artifact import ModelConfig, load_weights, read_config, save_model
+    from .data import carve_of
     from .predict import build_model
 
     runs = [str(r) for r in runs]
@@ -107,6 +108,11 @@ def build_ensemble(runs: list[str | Path], out: str | Path, *, force: bool = Fal
     if len(thresholds) > 1:
         reporter.warn(f"members' thresholds differ ({sorted(thresholds)}); the ensemble uses 0.5 "
                       "(choose one on validation data with 'imageclf calibrate')")
+    carves = {carve_of(c.recipe) for c in configs if "val" not in c.data.get("split_sizes", {})}
+    if len(carves) > 1:
+        reporter.warn(f"members carved validation data differently (val_fraction, seed: {sorted(carves)}): "
+                      "on data without a val split of its own, one member's validation images are "
+                      "another's training images; give members one --set split_seed=N")
     tta: list[str] = []
     for c in configs:
         tta += [t for t in c.tta if t not in tta]

@@ -65,7 +65,10 @@ def test_refuses_mismatched_members(tmp_path, first_run, tiny_folders):
 def test_cli_ensemble(tmp_path, first_run, second_run, capsys):
     out = tmp_path / "cli-ens"
     main(["ensemble", str(first_run), str(second_run), "--out", str(out)])
-    assert str(out) in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert str(out) in printed.out
+    # Seeds 0 and 7 on split folders: one val split for both, so no warning about carves.
+    assert "carved validation data differently" not in printed.out + printed.err
     assert imageclf.load(out).config.architecture == "ensemble"
     with pytest.raises(SystemExit) as exc:
         main(["ensemble", str(first_run), str(second_run), "--out", str(out)])
@@ -101,3 +104,17 @@ def test_an_ensemble_explains_serves_and_exports_like_any_model(tmp_path, first_
     pytest.importorskip("onnxruntime")
     onnx_file = export_onnx(ens, tmp_path / "ens.onnx")
     np.testing.assert_allclose(load_onnx(onnx_file).predict([image]).probs[0], expected, atol=1e-4)
+
+
+def test_members_validated_on_different_carves_are_flagged(tmp_path, tiny_folders, capsys):
+    from imageclf import testing
+    from imageclf.progress import Reporter
+
+    flat = testing.make_class_folders(tmp_path / "flat", n=24, size=32)
+    runs = []
+    for seed in (0, 1):
+        runs.append(tmp_path / f"s{seed}")
+        imageclf.train(flat, "catsdogs-2conv", runs[-1], device="cpu", **{**FAST, "seed": seed})
+    build_ensemble(runs, tmp_path / "ens", reporter=Reporter())
+    printed = capsys.readouterr()
+    assert "carved validation data differently" in printed.out + printed.err

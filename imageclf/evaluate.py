@@ -102,7 +102,7 @@ def evaluate(model, data: str | Path | Dataset, split: str | None = None, *, bat
     """
     ds = data if isinstance(data, Dataset) else open_dataset(data, class_names or (
         model.classes if str(data).endswith(".npz") else None))
-    chosen = evaluation_split(ds, split)
+    chosen = evaluation_split(ds, split, model.config.recipe)
     unknown = sorted(set(ds.classes) - set(model.classes))
     if unknown:
         raise DataError(f"{ds.source}: classes {unknown} are not among the model's {model.classes}")

@@ -2,12 +2,13 @@
 
 The pool is every labelled image except the test split (train + val when the data has
 both, else train or all). It is cut into K folds with each class spread evenly, from
-the recipe's seed, so the same data, K and seed always give the same folds. Fold k
-trains on the other K - 1 folds and validates on fold k, into ``RUN/fold-k/`` (an
-ordinary model folder); ``RUN/cv.json`` holds each fold's validation figures and their
-mean and standard deviation (sample std, ddof 1). An interrupted cross-validation
-continues with ``--resume``: finished folds are kept, a half-trained one is resumed.
-``imageclf ensemble RUN/fold-*/ --out RUN/ensemble`` then averages the K models.
+the recipe's split seed (``split_seed``, else ``seed``), so the same data, K and seed
+always give the same folds. Fold k trains on the other K - 1 folds and validates on
+fold k, into ``RUN/fold-k/`` (an ordinary model folder); ``RUN/cv.json`` holds each
+fold's validation figures and their mean and standard deviation (sample std, ddof 1).
+An interrupted cross-validation continues with ``--resume``: finished folds are kept,
+a half-trained one is resumed. ``imageclf ensemble RUN/fold-*/ --out RUN/ensemble``
+then averages the K models.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def cross_validate(data: str | Path | Dataset, recipe: str | Recipe, out: str | 
         raise ConfigError(f"{out}: already exists and is not empty; use --force to overwrite it "
                           "or --resume to continue its folds")
     out.mkdir(parents=True, exist_ok=True)
-    assignment = fold_assignment(pool.labels, folds, resolved.seed)
+    assignment = fold_assignment(pool.labels, folds, resolved.carve_seed)
     reporter = Reporter(quiet=quiet)
     rows = []
     for k in range(folds):

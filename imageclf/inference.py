@@ -141,7 +141,10 @@ def forward_probs(model: nn.Module, x: torch.Tensor, tta: Sequence[str] = (),
 def batch_input(images, pre: Preprocessing, device: torch.device, channels_last: bool = True) -> torch.Tensor:
     """(N, H, W, C) uint8 images (array or disk-cache slice) as the model's normalised input on
     ``device``; channels-last memory (what the permute from NHWC gives) unless asked otherwise."""
-    batch = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    arr = np.ascontiguousarray(images)
+    if not arr.flags.writeable:  # torch warns on read-only arrays; a uint8 copy costs little
+        arr = arr.copy()
+    batch = torch.from_numpy(arr).to(device, non_blocking=True)
     x = to_model_input(batch, pre.mean, pre.std)
     return x if channels_last else x.contiguous()
 

@@ -64,3 +64,12 @@ def test_bad_values_rejected():
 
 def test_rectangular_size():
     assert Recipe(name="x", model="m", img_size=[64, 96]).size == (64, 96)
+
+
+def test_numbers_in_exponent_form_are_numbers_on_the_command_line_and_in_files(tmp_path):
+    # PyYAML alone reads "2e-3" as a string (YAML 1.1 wants "2.0e-3"): the optimiser then failed.
+    r = get_recipe("photo-resnet").override({"lr": "2e-3", "weight_decay": "5E-4", "epochs": "12"})
+    assert r.lr == 0.002 and r.weight_decay == 0.0005 and r.epochs == 12
+    path = tmp_path / "r.yaml"
+    path.write_text(r.to_yaml().replace("lr: 0.002", "lr: 1e-2"))
+    assert get_recipe(path).lr == 0.01

@@ -229,7 +229,7 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
     if resume_from is not None and resume_from["data"]["sha256"] != dataset.fingerprint()["sha256"]:
         rep.warn(f"{dataset.source} is not the data this run started on (its fingerprint changed); "
                  "resuming anyway")
-    train_split, val_split = training_splits(dataset, recipe.val_fraction, recipe.seed)
+    train_split, val_split = training_splits(dataset, recipe.val_fraction, recipe.carve_seed)
     rep.print(f"[bold]{escape(dataset.source)}[/bold] ({dataset.kind}): classes {dataset.classes} -> "
               f"labels {list(range(dataset.num_classes))}")
     rep.print(f"train {len(train_split)} / val {len(val_split)} images; recipe "

@@ -22,7 +22,7 @@ from .data import Dataset, open_dataset
 from .errors import ConfigError
 from .io import atomic_write_text
 from .progress import QUIET, Reporter
-from .recipes import Recipe
+from .recipes import Recipe, load_yaml
 from .train import TrainOptions, fit, resolve_recipe
 from .transforms import Augment
 
@@ -190,9 +190,7 @@ def _fmt(params: dict) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
+    return load_yaml(path.read_text())
 
 
 def _write(out: Path, study, records: list[dict], metric: str) -> None:

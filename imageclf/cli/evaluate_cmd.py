@@ -33,7 +33,8 @@ def parse_prevalences(items: list[str] | None) -> dict[str, float]:
 def evaluate_command(
     run: Path = typer.Argument(..., help="Model folder."),
     data: str = typer.Argument(..., help="Dataset to evaluate on."),
-    split: str = typer.Option(None, help="Split to use (default: test, else all, else val)."),
+    split: str = typer.Option(None, help="Split to use (default: test, else all, else val). 'val' on "
+                              "data without one is the hold-out the model's training carved."),
     json_out: Path = typer.Option(None, "--json", help="Also write the figures as JSON."),
     report: Path = typer.Option(None, "--report", help="Write a self-contained HTML report (plots "
                                 "embedded, opens offline)."),
