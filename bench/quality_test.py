@@ -41,6 +41,14 @@ def test_markdown_tables():
     text = quality.markdown({"rows": {"ablation/none-off": base, "ablation/ema-off": off, "t": row}})
     assert "| PneumoniaMNIST | xray-fast | m @ 32 | 0.9000 | 0.9900 | 8 | 2.0 min | 2.0 / 3.0 |" in text
     assert "| no EMA | 0.9800 | -0.0100 |" in text
+    # A row recorded on another CPU than the header's says where its wall time was measured.
+    machine = {"cpu_model": "Xeon", "cpus": 2, "cores_per_socket": 2, "threads_per_core": 1,
+               "memory_mb": 1024, "python": "3", "torch": "2", "torchvision": "0", "numpy": "2",
+               "pillow": "1", "commit": "c",
+               "dirty": False}
+    rows = {"a": dict(row, cpu="Xeon"), "b": dict(row, cpu="EPYC")}
+    text = quality.markdown({"machine": machine, "rows": rows})
+    assert text.count("| 2.0 min |") == 1 and "| 2.0 min on EPYC |" in text
 
 
 def test_an_ensemble_row_is_built_from_its_members_and_scored_on_their_carve(tmp_path, monkeypatch):

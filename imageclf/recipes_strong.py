@@ -123,12 +123,14 @@ def mnist_wrn() -> Recipe:
 
 @register_recipe
 def photo_resnet() -> Recipe:
-    # 64 px with a stride-1 stem and 60 epochs reached val .7625 on cats vs dogs; 128 px with
-    # the stride-2 stem (about the same arithmetic per image) and 80 epochs .7825.
+    # Cats vs dogs (400 val photos): 64 px with a stride-1 stem and 60 epochs reached .7625;
+    # 128 px with the stride-2 stem and 80 epochs of 64 .7825, still underfitting (train .84).
+    # 240 epochs of 32 fit the training photos (train .98) and reach .85 / .8625 (seeds 0 / 1).
     return Recipe(
         name="photo-resnet", model="resnet_compact",
-        description="RGB photos (cats vs dogs): ResNet-10 width 32 at 128 px, 80 epochs, erasing, flip TTA.",
-        img_size=128, channels=3, resize="crop", batch_size=64, epochs=80, lr=3e-3, **ADAMW,
+        description="RGB photos (cats vs dogs): ResNet-10 width 32 at 128 px, 240 epochs of 32, erasing, "
+                    "flip TTA (train with --precision bf16 on a CPU with AMX: twice as fast).",
+        img_size=128, channels=3, resize="crop", batch_size=32, epochs=240, lr=2e-3, **ADAMW,
         label_smoothing=0.1, ema=0.995, augment=Augment(**PHOTO_AUGMENT), tta=["hflip"],
         val_fraction=0.2,
     )

@@ -1,7 +1,9 @@
 import csv
+import sys
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 import imageclf
@@ -9,7 +11,7 @@ from imageclf.conftest import TINY
 from imageclf.errors import ImageclfError
 from imageclf.models.seed_cnns import feature_size, min_input_size
 from imageclf.recipes import get_recipe
-from imageclf.train import batch_plan, class_weight_vector
+from imageclf.train import batch_plan, bf16_cpu_warning, class_weight_vector, cpu_has_native_bf16
 
 SEED_SIZES = {"xray-alexnet": 67, "xray-4block": 46, "xray-5block": 94, "catsdogs-2conv": 32,
               "mnist-basic": 28}
@@ -125,3 +127,27 @@ def test_batch_plan_with_steps_per_epoch_streams_passes():
     stream = e0 + e1  # 10 batches = passes of 3 batches each, cut at step boundaries
     assert sorted(np.concatenate(stream[:3]).tolist()) == list(range(10))
     assert sorted(np.concatenate(stream[3:6]).tolist()) == list(range(10))
+
+
+def test_cpu_bf16_support_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu avx2 avx512f amx_bf16 amx_tile\n") is True
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu avx2 avx512_bf16\n") is True
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu sse4_2 avx2 fma\n") is False
+    assert cpu_has_native_bf16("processor : 0\n") is False
+
+
+def test_bf16_on_a_cpu_without_it_warns_and_nowhere_else():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert "slower than fp32" in bf16_cpu_warning(True, cpu, native=False)
+    assert bf16_cpu_warning(True, cpu, native=True) is None
+    assert bf16_cpu_warning(True, cpu, native=None) is None  # unknown CPU: no guess
+    assert bf16_cpu_warning(False, cpu, native=False) is None  # fp32 asked for
+    assert bf16_cpu_warning(True, cuda, native=False) is None
+
+
+def test_training_in_bf16_on_a_cpu_without_it_says_so(tmp_path, tiny_npz, monkeypatch, capsys):
+    # imageclf.train is the function, so the module is patched through sys.modules.
+    monkeypatch.setattr(sys.modules["imageclf.train"], "cpu_has_native_bf16", lambda: False)
+    imageclf.train(tiny_npz, "xray-4block", tmp_path / "run", device="cpu", epochs=1, img_size=46,
+                   steps_per_epoch=1, batch_size=8, quiet=True, precision="bf16")
+    assert "AVX512-BF16" in capsys.readouterr().err

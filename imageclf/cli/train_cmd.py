@@ -43,7 +43,8 @@ def train_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or epoch lines."),
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or "
-                                  "bf16 (on CPU too: fast with AMX / AVX512-BF16, not bit-exact)."),
+                                  "bf16 (on CPU too: fast with AMX / AVX512-BF16, not bit-exact; "
+                                  "many times slower on CPUs without them)."),
     nproc: int = typer.Option(None, "--nproc", help="Data-parallel training on N local processes "
                               "(DDP: gloo on CPU, NCCL on GPU); see docs/performance.md."),
 ) -> None:
