@@ -155,6 +155,16 @@ def test_kill_9_inside_a_checkpoint_write_keeps_the_previous_one(setup, tmp_path
     assert_same_weights(out, reference, "kill -9 inside the epoch-2 checkpoint write")
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test. A job a shell starts in the background inherits
+    SIGINT ignored, and the training guard rightly leaves that alone; these tests are about
+    Ctrl-C in a terminal, whatever started pytest."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _signal_after_step(monkeypatch, at_step: int, signals: list[int]) -> None:
     """In this process: send ``signals`` to itself right after optimizer step ``at_step``."""
     train_module = importlib.import_module("imageclf.train")
@@ -177,7 +187,7 @@ def _signal_after_step(monkeypatch, at_step: int, signals: list[int]) -> None:
 
 
 def test_ctrl_c_mid_step_saves_a_mid_epoch_checkpoint_that_resumes_bit_identical(
-        setup, tmp_path, monkeypatch, capsys):
+        setup, tmp_path, monkeypatch, capsys, python_sigint):
     # In this process (Ctrl-C is an exception here, not a death): the CLI exits 130.
     data, recipe_file, reference = setup
     step = random.choice([s for s in range(STEPS_PER_EPOCH + 1, TOTAL_STEPS) if s % STEPS_PER_EPOCH])
@@ -195,7 +205,7 @@ def test_ctrl_c_mid_step_saves_a_mid_epoch_checkpoint_that_resumes_bit_identical
 
 
 def test_second_ctrl_c_stops_at_once_and_keeps_the_last_consistent_checkpoint(
-        setup, tmp_path, monkeypatch, capsys):
+        setup, tmp_path, monkeypatch, capsys, python_sigint):
     data, recipe_file, reference = setup
     step = random.choice([s for s in range(STEPS_PER_EPOCH + 1, TOTAL_STEPS) if s % STEPS_PER_EPOCH])
     out = tmp_path / "run"
