@@ -44,22 +44,11 @@ torch.set_num_threads(1)
 train_module = importlib.import_module("imageclf.train")
 from imageclf.cli import main
 
+from imageclf.resume_test import watching_build_optimizer
+
 at_step = int(os.environ.get("AT_STEP", "0"))
 signals = [getattr(signal, s) for s in os.environ.get("SIGNALS", "").split(",") if s]
-build_optimizer = train_module.build_optimizer
-
-def build_and_watch(*args, **kwargs):
-    opt = build_optimizer(*args, **kwargs)
-    steps = [0]
-    def after_step(*_):
-        steps[0] += 1
-        if steps[0] == at_step:
-            for sig in signals:
-                os.kill(os.getpid(), sig)
-    opt.register_step_post_hook(after_step)
-    return opt
-
-train_module.build_optimizer = build_and_watch
+train_module.build_optimizer = watching_build_optimizer(train_module, at_step, signals)
 
 kill_in_write = int(os.environ.get("KILL_IN_WRITE", "0"))
 save_file, writes = safetensors.torch.save_file, [0]
@@ -165,9 +154,9 @@ def python_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
-def _signal_after_step(monkeypatch, at_step: int, signals: list[int]) -> None:
-    """In this process: send ``signals`` to itself right after optimizer step ``at_step``."""
-    train_module = importlib.import_module("imageclf.train")
+def watching_build_optimizer(train_module, at_step: int, signals: list[int]):
+    """``train_module.build_optimizer`` with a hook that sends ``signals`` to this process right
+    after optimizer step ``at_step`` (used in this process and in the interrupted child)."""
     build_optimizer = train_module.build_optimizer
 
     def build_and_watch(*args, **kwargs):
@@ -183,7 +172,14 @@ def _signal_after_step(monkeypatch, at_step: int, signals: list[int]) -> None:
         opt.register_step_post_hook(after_step)
         return opt
 
-    monkeypatch.setattr(train_module, "build_optimizer", build_and_watch)
+    return build_and_watch
+
+
+def _signal_after_step(monkeypatch, at_step: int, signals: list[int]) -> None:
+    """In this process: send ``signals`` to itself right after optimizer step ``at_step``."""
+    train_module = importlib.import_module("imageclf.train")
+    monkeypatch.setattr(train_module, "build_optimizer",
+                        watching_build_optimizer(train_module, at_step, signals))
 
 
 def test_ctrl_c_mid_step_saves_a_mid_epoch_checkpoint_that_resumes_bit_identical(
