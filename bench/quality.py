@@ -173,6 +173,7 @@ def run_row(row: Row, runs: Path, done: dict, adopt: bool = False) -> dict:
     elif adopt and (out / "metrics.json").is_file():
         model = imageclf.load(out, device="cpu")
         metrics, wall = model.config.metrics, _epoch_seconds(out)
+        load_start = None  # the load while it trained was not watched: none is shown
     else:
         model = imageclf.train(str(data_path(row.dataset)), row.recipe, out, device="cpu", force=True,
                                quiet=True, precision=row.precision, **row.settings)
@@ -185,7 +186,8 @@ def run_row(row: Row, runs: Path, done: dict, adopt: bool = False) -> dict:
         "img_size": recipe.get("img_size"), "val_accuracy": metrics["val_accuracy"],
         "val_auc": metrics["val_auc"], "val_loss": metrics["val_loss"],
         "epochs": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
-        "wall_s": round(wall, 1) if wall is not None else None, "load": [load_start, machine.load()],
+        "wall_s": round(wall, 1) if wall is not None else None,
+        "load": None if load_start is None else [load_start, machine.load()],
         "torch_threads": __import__("torch").get_num_threads(), "cpu": machine.describe(REPO)["cpu_model"],
         "command": command(row),
         "date": time.strftime("%Y-%m-%d"),
@@ -200,6 +202,10 @@ def _minutes(s) -> str:
     return "-" if s is None else f"{s / 60:.1f} min"
 
 
+def _load(load) -> str:
+    return "-" if not load else f"{load[0][0]} / {load[1][0]}"
+
+
 def markdown(results: dict) -> str:
     rows = results.get("rows", {})
     m = results.get("machine", {})
@@ -211,7 +217,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['dataset']} | {r['recipe']}{' (' + r['note'] + ')' if r['note'] else ''} | "
                      f"{r['model']} @ {r['img_size']} | {_fmt(r['val_accuracy'])} | {_fmt(r['val_auc'])} | "
                      f"{r['epochs']} | {_minutes(r['wall_s'])}{' on ' + r['cpu'] if elsewhere else ''} | "
-                     f"{r['load'][0][0]} / {r['load'][1][0]} | `{r['command']}` |")
+                     f"{_load(r['load'])} | `{r['command']}` |")
     ablation = [r for r in rows.values() if r["group"] == "ablation"]
     if ablation:
         base = rows.get("ablation/none-off")

@@ -65,6 +65,7 @@ def test_an_ensemble_row_is_built_from_its_members_and_scored_on_their_carve(tmp
         row = quality.Row(f"m{seed}", "toy", "catsdogs-2conv", {"seed": seed, **fast})
         done[row.key] = quality.run_row(row, runs, done, adopt=True)   # read, not trained again
         assert done[row.key]["wall_s"] > 0 and done[row.key]["epochs"] == 1
+        assert done[row.key]["load"] is None  # the load while it trained is not known
     ens = quality.run_row(quality.Row("ens", "toy", "ensemble", members=["m0", "m1"]), runs, done)
     assert (runs / "ens" / "config.json").is_file()
     assert ens["wall_s"] == round(done["m0"]["wall_s"] + done["m1"]["wall_s"], 1)
