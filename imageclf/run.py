@@ -144,9 +144,15 @@ class TrainingState:
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.eval_model().state_dict().items()}
 
     def restore_best(self) -> None:
-        if self.best_state is not None:
-            target = self._eval_copy if self.ema is not None else self.net
-            target.load_state_dict(self.best_state)
+        if self.best_state is None:
+            return
+        if self.ema is not None:
+            # eval_model() copies the EMA shadow into the eval copy on every call, so the best
+            # weights go into the shadow: loaded into the copy alone, the next call (the final
+            # validation, the saved model) brought back the last epoch's.
+            self.ema.shadow = {k: v.to(self.ema.shadow[k].device) for k, v in self.best_state.items()}
+        else:
+            self.net.load_state_dict(self.best_state)
 
 
 def prepare_caches(train: Split, val: Split, pre: Preprocessing, options, rep: Reporter

@@ -151,3 +151,24 @@ def test_training_in_bf16_on_a_cpu_without_it_says_so(tmp_path, tiny_npz, monkey
     imageclf.train(tiny_npz, "xray-4block", tmp_path / "run", device="cpu", epochs=1, img_size=46,
                    steps_per_epoch=1, batch_size=8, quiet=True, precision="bf16")
     assert "AVX512-BF16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_the_best_epochs_weights_stay_restored_for_validation_and_saving(ema):
+    from imageclf.callbacks import ModelEma
+    from imageclf.run import TrainingState
+
+    net = torch.nn.Linear(3, 1)
+    state = TrainingState(model=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), num_outputs=1,
+                          ema=ModelEma(net, ema) if ema else None, device=torch.device("cpu"))
+    state.track_best(0.1, "min", epoch=4)
+    best = {k: v.clone() for k, v in state.eval_model().state_dict().items()}
+    with torch.no_grad():  # later epochs move the weights (and their average) away from the best
+        net.weight.add_(1.0)
+    if state.ema is not None:
+        state.ema.update(net)
+    state.track_best(0.5, "min", epoch=5)  # worse: not kept
+    state.restore_best()
+    for _ in range(2):  # the final validation, then the saved model, each ask for eval_model()
+        got = state.eval_model().state_dict()
+        assert all(torch.equal(got[k], best[k]) for k in best)
