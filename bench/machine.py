@@ -17,6 +17,11 @@ def _lscpu() -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
 
 
+def cpu_model(cpu: dict[str, str] | None = None) -> str:
+    """The CPU's model name (lscpu's, else the platform's)."""
+    return (_lscpu() if cpu is None else cpu).get("Model name", platform.processor())
+
+
 def load() -> list[float]:
     """The 1, 5 and 15 minute load averages (what else the machine was doing)."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -46,7 +51,7 @@ def describe(repo: Path) -> dict:
         pass
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cpu_model": cpu.get("Model name", platform.processor()),
+        "cpu_model": cpu_model(cpu),
         "cpus": int(cpu.get("CPU(s)", os.cpu_count() or 0)),
         "cores_per_socket": cpu.get("Core(s) per socket"),
         "threads_per_core": cpu.get("Thread(s) per core"),

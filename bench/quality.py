@@ -188,7 +188,7 @@ def run_row(row: Row, runs: Path, done: dict, adopt: bool = False) -> dict:
         "epochs": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
         "wall_s": round(wall, 1) if wall is not None else None,
         "load": None if load_start is None else [load_start, machine.load()],
-        "torch_threads": __import__("torch").get_num_threads(), "cpu": machine.describe(REPO)["cpu_model"],
+        "torch_threads": __import__("torch").get_num_threads(), "cpu": machine.cpu_model(),
         "command": command(row),
         "date": time.strftime("%Y-%m-%d"),
     }
