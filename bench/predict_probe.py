@@ -23,7 +23,7 @@ def main() -> None:
     a = ap.parse_args()
     t0 = time.perf_counter()
     import imageclf
-    from imageclf.predict import expand_inputs
+    from imageclf.inference.classifier import expand_inputs
 
     model = imageclf.load(a.run, device="cpu")
     load_s = time.perf_counter() - t0

@@ -42,7 +42,7 @@ def child(a: argparse.Namespace) -> None:
     import torch
     import torch.nn.functional as F
 
-    from imageclf.inference import pool_before_relu
+    from imageclf.inference.forward import pool_before_relu
     from imageclf.models import create_model
 
     torch.manual_seed(0)

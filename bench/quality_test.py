@@ -53,7 +53,7 @@ def test_markdown_tables():
 
 def test_an_ensemble_row_is_built_from_its_members_and_scored_on_their_carve(tmp_path, monkeypatch):
     import imageclf
-    from imageclf import testing
+    from imageclf.data import synthetic as testing
 
     data = testing.make_class_folders(tmp_path / "flat", n=32, size=32)
     monkeypatch.setattr(quality, "data_path", lambda dataset: data)

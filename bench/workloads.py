@@ -178,8 +178,8 @@ def random_jpegs(dst: Path, src: Sources, quick: bool) -> Path:
 
 
 def tiny_folders(dst: Path, src: Sources, quick: bool) -> Path:
-    """Synthetic 32 px split folders (imageclf.testing): for the bench's own smoke test."""
-    from imageclf import testing
+    """Synthetic 32 px split folders (imageclf.data.synthetic): for the bench's own smoke test."""
+    from imageclf.data import synthetic as testing
 
     if not _done(dst, "tiny"):
         testing.make_class_folders(dst, n=48, size=32, splits=("train", "val", "test"))

@@ -20,14 +20,13 @@ import os as _os
 # BENCHMARKS.md (Speed). A value the user set (ACTIVE) is kept.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
-
-from .api import load, train  # noqa: E402
-from .data import open_dataset
-from .errors import ImageclfError
-from .inspection import inspect
-from .models import create_model, list_models, register_model
-from .recipes import Recipe, get_recipe, list_recipes, register_recipe
+from imageclf.api import load, train  # noqa: E402
+from imageclf.core.errors import ImageclfError
+from imageclf.core.version import __version__  # noqa: E402
+from imageclf.data.sources import open_dataset
+from imageclf.evaluation.inspection import inspect
+from imageclf.models import create_model, list_models, register_model
+from imageclf.recipes.schema import Recipe, get_recipe, list_recipes, register_recipe
 
 __all__ = ["ImageclfError", "Recipe", "__version__", "create_model", "get_recipe", "inspect", "list_models",
            "list_recipes", "load", "open_dataset", "register_model", "register_recipe", "train"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import distributed
-from .data import Dataset
-from .errors import ConfigError
-from .predict import Classifier
-from .progress import Reporter
-from .recipes import Recipe
-from .train import TrainOptions, fit, resolve_recipe
+from imageclf.core.errors import ConfigError
+from imageclf.core.progress import Reporter
+from imageclf.data.sources import Dataset
+from imageclf.inference.classifier import Classifier
+from imageclf.recipes.schema import Recipe
+from imageclf.training import distributed
+from imageclf.training.loop import TrainOptions, fit, resolve_recipe
 
 DEFAULT_RECIPE = "xray-5block"
 

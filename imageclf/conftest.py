@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from imageclf import testing
+from imageclf.data import synthetic as testing
 
 # One thread: tests are tiny (overhead, not arithmetic), and OpenMP's spin-waiting turns a
 # loaded machine's second thread into a large slowdown.

@@ -10,14 +10,14 @@ import sys
 import typer
 from rich.markup import escape
 
-from ..errors import ImageclfError
-from .common import app, err_console
+from imageclf.cli.common import app, err_console
+from imageclf.core.errors import ImageclfError
 
 # Importing the command modules registers their commands on ``app``.
-from . import evaluate_cmd, models_cmd, predict_cmd, train_cmd  # noqa: E402,F401  isort: skip
-from . import serve_cmd  # noqa: E402,F401  isort: skip
-from . import quality_cmd  # noqa: E402,F401  isort: skip
-from . import report_cmd  # noqa: E402,F401  isort: skip
+from imageclf.cli import evaluate_cmd, models_cmd, predict_cmd, train_cmd  # noqa: E402,F401  isort: skip
+from imageclf.cli import serve_cmd  # noqa: E402,F401  isort: skip
+from imageclf.cli import quality_cmd  # noqa: E402,F401  isort: skip
+from imageclf.cli import report_cmd  # noqa: E402,F401  isort: skip
 
 
 def main(argv: list[str] | None = None) -> None:

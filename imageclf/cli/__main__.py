@@ -1,5 +1,5 @@
 """``python -m imageclf.cli ...`` (and ``torchrun ... -m imageclf.cli train ...``)."""
 
-from . import main
+from imageclf.cli import main
 
 main()

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from imageclf import testing
 from imageclf.cli import main
+from imageclf.data import synthetic as testing
 
 
 def run_cli(args, capsys):

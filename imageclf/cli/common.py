@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ..errors import ConfigError
+from imageclf.core.errors import ConfigError
 
 app = typer.Typer(
     name="imageclf",

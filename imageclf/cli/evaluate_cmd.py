@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from ..api import load
-from ..errors import ConfigError
-from ..progress import Reporter
-from ..report.figures import DEFAULT_BOOTSTRAP
-from .common import app, parse_names
+from imageclf.api import load
+from imageclf.cli.common import app, parse_names
+from imageclf.core.errors import ConfigError
+from imageclf.core.progress import Reporter
+from imageclf.evaluation.report.figures import DEFAULT_BOOTSTRAP
 
 
 def parse_prevalences(items: list[str] | None) -> dict[str, float]:

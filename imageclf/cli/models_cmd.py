@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ..models import create_model, list_models, model_entry, num_params
-from ..recipes import get_recipe, list_recipes
-from .common import app, console
+from imageclf.cli.common import app, console
+from imageclf.models import create_model, list_models, model_entry, num_params
+from imageclf.recipes.schema import get_recipe, list_recipes
 
 
 @app.command("recipes")

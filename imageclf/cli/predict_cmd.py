@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ..backends import load_backend
-from ..progress import Reporter
-from .common import app
+from imageclf.cli.common import app
+from imageclf.core.progress import Reporter
+from imageclf.inference.backends import load_backend
 
 
 @app.command("predict")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from ..api import DEFAULT_RECIPE
-from ..errors import ConfigError
-from ..progress import Reporter
-from .common import app, parse_names, parse_settings
+from imageclf.api import DEFAULT_RECIPE
+from imageclf.cli.common import app, parse_names, parse_settings
+from imageclf.core.errors import ConfigError
+from imageclf.core.progress import Reporter
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
@@ -46,7 +46,7 @@ def tune_command(
 
     Trials are judged on validation data only (TPE sampling, median pruning); the best
     trial's full recipe is written to OUT/best.yaml, to train from with --recipe."""
-    from ..tune import tune
+    from imageclf.training.tune import tune
 
     overrides = {**parse_settings(set_), **({"epochs": epochs} if epochs else {})}
     result = tune(data, recipe, out, trials=trials if trials or time_budget else 20,
@@ -67,6 +67,6 @@ def ensemble_command(
     """Average several models' probabilities into one model folder.
 
     The result loads, predicts, evaluates, explains, serves and exports like any other."""
-    from ..ensemble import build_ensemble
+    from imageclf.models.ensemble import build_ensemble
 
     typer.echo(build_ensemble(runs, out, force=force, reporter=Reporter()))

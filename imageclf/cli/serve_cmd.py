@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ..backends import BACKENDS
-from ..errors import ConfigError, ImageclfError
-from .common import app, console
+from imageclf.cli.common import app, console
+from imageclf.core.errors import ConfigError, ImageclfError
+from imageclf.inference.backends import BACKENDS
 
 
 def _check_backend(backend: str) -> str:
@@ -33,7 +33,7 @@ def serve_command(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve RUN over HTTP: a web page at /, POST /predict, POST /explain, /docs."""
-    from ..serve import ServeSettings, run_server
+    from imageclf.serve import ServeSettings, run_server
 
     settings = ServeSettings(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
@@ -59,8 +59,8 @@ def export_command(
     normalises) and outputs 'probs' (temperature and TTA applied) and 'logits'. RUN/model.onnx
     is picked up by 'predict --backend onnx' and 'serve --backend onnx'.
     """
-    from ..api import load
-    from ..export import export_onnx
+    from imageclf.api import load
+    from imageclf.modelfile.onnx import export_onnx
 
     path = export_onnx(load(run, device="cpu"), onnx, opset)
     typer.echo(str(path))

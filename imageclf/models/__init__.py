@@ -1,7 +1,7 @@
 """Model architectures, each registered by name (see :mod:`imageclf.models.registry`)."""
 
-from . import modern, resnets, seed_cnns, wide_resnet  # noqa: F401  (registers the networks)
-from .registry import (
+from imageclf.models import modern, resnets, seed_cnns, wide_resnet  # noqa: F401  (registers the networks)
+from imageclf.models.registry import (
     ModelEntry,
     check_forward,
     create_model,
@@ -14,4 +14,4 @@ from .registry import (
 __all__ = ["ModelEntry", "check_forward", "create_model", "list_models", "model_entry",
            "num_params", "register_model"]
 
-from .. import ensemble as _ensemble  # noqa: E402,F401  (registers the "ensemble" architecture)
+from imageclf.models import ensemble as _ensemble  # noqa: E402,F401  (registers the "ensemble" architecture)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import ConfigError
-from .registry import register_model
+from imageclf.core.errors import ConfigError
+from imageclf.models.registry import register_model
 
 
 def _convnext(in_channels: int, num_outputs: int, img_size: tuple[int, int], dims, depths,

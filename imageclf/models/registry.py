@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from imageclf.core.errors import ConfigError
 
 ModelBuilder = Callable[..., nn.Module]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imageclf.errors import ConfigError
+from imageclf.core.errors import ConfigError
 from imageclf.models import create_model, list_models, model_entry
 
 # The ensemble is built from members; give it two small ones.

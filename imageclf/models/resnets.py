@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import ConfigError
-from .registry import register_model
+from imageclf.core.errors import ConfigError
+from imageclf.models.registry import register_model
 
 STEMS = ("auto", "cifar", "small", "imagenet")
 

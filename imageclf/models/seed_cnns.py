@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import ConfigError
-from .registry import register_model
+from imageclf.core.errors import ConfigError
+from imageclf.models.registry import register_model
 
 
 @dataclass(frozen=True)

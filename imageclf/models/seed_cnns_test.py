@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from imageclf.errors import ConfigError
+from imageclf.core.errors import ConfigError
 from imageclf.models import create_model, num_params
 from imageclf.models.seed_cnns import SequentialCNN
 

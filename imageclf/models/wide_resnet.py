@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .registry import register_model
+from imageclf.core.errors import ConfigError
+from imageclf.models.registry import register_model
 
 
 class WideBlock(nn.Module):

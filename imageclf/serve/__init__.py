@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from .app import create_app
-from .server import run_server
-from .settings import ServeSettings
+from imageclf.serve.app import create_app
+from imageclf.serve.server import run_server
+from imageclf.serve.settings import ServeSettings
 
 __all__ = ["ServeSettings", "create_app", "run_server"]

@@ -29,16 +29,16 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
-from ..backends import OnnxClassifier, load_backend
-from ..errors import ImageclfError
-from ..metrics import decide
-from ..predict import Classifier
-from .assets import Assets
-from .batcher import MicroBatcher
-from .schemas import ERROR_RESPONSES, HealthResponse, PredictResponse
-from .settings import ServeSettings
-from .uploads import ApiError, Upload, decode_upload, read_uploads
+from imageclf import __version__
+from imageclf.core.errors import ImageclfError
+from imageclf.evaluation.metrics import decide
+from imageclf.inference.backends import OnnxClassifier, load_backend
+from imageclf.inference.classifier import Classifier
+from imageclf.serve.assets import Assets
+from imageclf.serve.batcher import MicroBatcher
+from imageclf.serve.schemas import ERROR_RESPONSES, HealthResponse, PredictResponse
+from imageclf.serve.settings import ServeSettings
+from imageclf.serve.uploads import ApiError, Upload, decode_upload, read_uploads
 
 log = logging.getLogger("imageclf.serve")
 
@@ -150,9 +150,9 @@ class ServerState:
 
 
 def _explain_function():
-    """``imageclf.explain.explain_image``, or a 501 while that capability is not installed."""
+    """``imageclf.evaluation.explain.explain_image``, or a 501 while that capability is not installed."""
     try:
-        module = importlib.import_module("imageclf.explain")
+        module = importlib.import_module("imageclf.evaluation.explain")
         return module.explain_image
     except (ImportError, AttributeError) as exc:
         raise ApiError(501, "explain_unavailable",

@@ -191,7 +191,7 @@ def test_unknown_routes_and_methods_are_json(client):
 
 
 def test_explain_is_501_until_the_explain_module_exists(client, png_bytes, monkeypatch):
-    monkeypatch.setitem(sys.modules, "imageclf.explain", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "imageclf.evaluation.explain", None)  # import raises ImportError
     body = assert_error(client.post("/explain", files=[("file", ("a.png", png_bytes, "image/png"))]),
                         501, "explain_unavailable")
     assert "not available" in body["error"]
@@ -211,7 +211,7 @@ def test_explain_returns_the_overlay_png(client, served_model, png_bytes, monkey
         seen.update(model=model, shape=image.shape, layer=layer)
         return FakeExplanation()
 
-    monkeypatch.setitem(sys.modules, "imageclf.explain", types.SimpleNamespace(explain_image=explain_image))
+    monkeypatch.setitem(sys.modules, "imageclf.evaluation.explain", types.SimpleNamespace(explain_image=explain_image))
     r = client.post("/explain?layer=features.0", files=[("file", ("a.png", png_bytes, "image/png"))])
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content.startswith(b"\x89PNG")
@@ -251,7 +251,7 @@ def test_dicom_upload(client, served_model):
 
 
 def test_explain_with_the_real_grad_cam(client, served_model, png_bytes):
-    pytest.importorskip("imageclf.explain")
+    pytest.importorskip("imageclf.evaluation.explain")
     r = client.post("/explain", files=[("file", ("a.png", png_bytes, "image/png"))])
     assert r.status_code == 200, r.text
     from io import BytesIO

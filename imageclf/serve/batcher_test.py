@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from imageclf.backends import OnnxClassifier
-from imageclf.predict import Classifier
+from imageclf.inference.backends import OnnxClassifier
+from imageclf.inference.classifier import Classifier
 from imageclf.serve import ServeSettings, create_app
 from imageclf.serve.batcher import MicroBatcher
 
@@ -185,7 +185,7 @@ def test_batcher_alone_splits_nothing_and_skips_abandoned_requests():
 
 def test_onnx_backend_serves_the_same_answers(served_model, png_bytes):
     pytest.importorskip("onnxruntime")
-    from imageclf.export import onnx_bytes
+    from imageclf.modelfile.onnx import onnx_bytes
 
     onnx_model = OnnxClassifier(onnx_bytes(served_model), served_model.config, "mem")
     answers = []

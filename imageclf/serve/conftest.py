@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from imageclf import testing
+from imageclf.data import synthetic as testing
 from imageclf.serve.testing import encode
 
 

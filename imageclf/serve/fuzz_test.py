@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from imageclf import testing
+from imageclf.data import synthetic as testing
 
 ALLOWED = {200, 400, 413, 415, 422}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow on corrupt TIFF tags

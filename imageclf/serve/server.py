@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .settings import ServeSettings
+from imageclf.serve.settings import ServeSettings
 
 # glibc's M_MMAP_THRESHOLD parameter number (malloc.h).
 _M_MMAP_THRESHOLD = -3
@@ -37,7 +37,7 @@ def run_server(model_or_run, settings: ServeSettings | None = None, host: str = 
     """Load the model, then serve it until interrupted (Ctrl-C)."""
     import uvicorn
 
-    from .app import create_app
+    from imageclf.serve.app import create_app
 
     return_large_buffers_to_os()
     app = create_app(Path(model_or_run) if isinstance(model_or_run, str) else model_or_run, settings)

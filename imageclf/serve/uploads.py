@@ -22,11 +22,11 @@ from PIL import Image
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ..errors import BadImageError
-from ..images import Preprocessing, load_image
+from imageclf.core.errors import BadImageError
+from imageclf.data.images import Preprocessing, load_image
 
 try:
-    from ..dicom import is_dicom
+    from imageclf.data.dicom import is_dicom
 except ImportError:  # a build without the DICOM reader: only the standard preamble + magic
 
     def is_dicom(data: bytes) -> bool:
@@ -58,7 +58,7 @@ class Upload:
     data: bytes
 
 
-# (format, magic bytes, offset); DICOM is recognised by imageclf.dicom's own sniffer.
+# (format, magic bytes, offset); DICOM is recognised by imageclf.data.dicom's own sniffer.
 SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
     ("png", b"\x89PNG\r\n\x1a\n", 0),
     ("jpeg", b"\xff\xd8\xff", 0),

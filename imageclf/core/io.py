@@ -1,0 +1,120 @@
+"""Atomic file writes: a temp file in the same folder, fsync, then rename over the target.
+
+A crash, a kill -9 or a full disk leaves either the old file or the new one, never half.
+A write that fails (disk full, read-only, no permission) raises an :class:`ImageclfError`
+naming the file, and leaves no temp file behind; a kill -9 may leave one, which
+:func:`remove_stale_temps` clears on the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from imageclf.core.errors import ImageclfError
+
+# Ours (".model.safetensors.k3j2_x.tmp") and safetensors' own (".tmpAb12Cd", it writes a
+# temp file and renames it too).
+_TEMP_NAMES = re.compile(r"^\..+\.tmp$|^\.tmp[A-Za-z0-9]{6}$")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success it replaces ``target`` atomically."""
+    target = Path(target)
+    tmp_path = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        yield tmp_path
+        # Set now, not at creation: a writer may have replaced the temp file (safetensors does).
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+        _fsync_folder(target.parent)
+    except OSError as exc:
+        raise ImageclfError(f"{target}: cannot write it ({exc.strerror or exc}); the previous "
+                            "version, if any, is unchanged") from exc
+    finally:
+        if tmp_path is not None and tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a power cut could otherwise undo it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the rename has happened all the same
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temp files that a killed writer left in ``folder``; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if _TEMP_NAMES.match(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe
+# (the server writes nothing, but a library user's threads might).
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | Path, text: str) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_with(target: str | Path, write: Callable[[Path], None]) -> None:
+    """Atomically write ``target`` with a writer that takes a path (e.g. safetensors)."""
+    with atomic_path(target) as tmp:
+        write(tmp)
+
+
+def atomic_save_safetensors(target: str | Path, tensors: dict, metadata: dict[str, str]) -> None:
+    """Atomically write ``tensors`` as a safetensors file (a full disk: :class:`ImageclfError`)."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except OSError:
+            raise
+        except Exception as exc:  # SafetensorError: its I/O failures are not OSError subclasses
+            if "I/O error" not in str(exc):
+                raise
+            reason = re.sub(r" \(os error \d+\)$", "", str(exc).rpartition("I/O error: ")[2])
+            raise OSError(reason) from exc
+
+    atomic_write_with(target, write)

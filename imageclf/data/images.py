@@ -1,0 +1,255 @@
+"""Decoding one image into the uint8 array a model is trained on: the single preprocessing path.
+
+Training, evaluation, prediction and the server all call :func:`load_image` (or
+:func:`prepare_array` for in-memory arrays) with the :class:`Preprocessing` stored in the
+model file, so a prediction sees exactly the pixels training saw.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from imageclf.core.errors import BadImageError, ConfigError
+
+# Above this many pixels a file is refused before it is decoded (a 30,000 x 30,000 PNG of a
+# few KB decompresses to gigabytes). 100 M pixels still admits any real radiograph.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm"}
+)
+
+RESIZE_MODES = ("squash", "pad", "crop")
+
+# The formats Pillow may decode: those IMAGE_SUFFIXES name, no more. Pillow knows ~40; the
+# rest (EPS runs Ghostscript; PSD, FITS, SGI, ...) only widen what a hostile file can reach.
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+# What Pillow's decoders raise on malformed input besides OSError (imageclf/fuzz_test.py
+# finds them): each means "this file cannot be decoded", never a bug of ours.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
+                 struct.error, ArithmeticError, MemoryError, RecursionError)
+
+# Pillow refuses truncated files by default; keep it that way so a cut-off download is an
+# error, not a silently grey image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything that turns a file into model input; saved in every model file.
+
+    ``size`` is (height, width). ``resize``: ``squash`` stretches to size (as Keras'
+    flow_from_directory does), ``pad`` keeps the aspect ratio and pads with black,
+    ``crop`` keeps it and centre-crops. ``mean``/``std`` apply after scaling to [0, 1].
+    """
+
+    size: tuple[int, int]
+    channels: int
+    resize: str = "squash"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        if min(self.size) < 1:
+            raise ConfigError(f"image size must be positive, got {self.size}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        for key in ("mean", "std"):
+            if d[key] is not None:
+                d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        d = dict(d)
+        d["size"] = tuple(d["size"])
+        for key in ("mean", "std"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+ImageSource = str | Path | bytes | BinaryIO
+
+# A reader for formats Pillow does not know (DICOM): takes the raw bytes, the name for errors
+# and the caller's pixel limit (checked from the header, before decoding), returns a PIL image.
+# Registered by name so the images module needs no import of optional packages.
+Reader = Callable[[bytes, str, int], Image.Image]
+_EXTRA_READERS: list[tuple[Callable[[bytes], bool], Reader]] = []
+
+
+def register_reader(sniff: Callable[[bytes], bool], read: Reader) -> None:
+    """Add a decoder for a format Pillow cannot read; ``sniff`` looks at the file's bytes."""
+    _EXTRA_READERS.append((sniff, read))
+
+
+def _source_name(source: ImageSource) -> str:
+    if isinstance(source, str | Path):
+        return str(source)
+    return getattr(source, "name", "<bytes>")
+
+
+def _read_bytes(source: ImageSource) -> bytes:
+    name = _source_name(source)
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.exists():
+            raise BadImageError(name, "no such file")
+        if path.is_dir():
+            raise BadImageError(name, "is a folder, not an image")
+        return path.read_bytes()
+    return source.read()
+
+
+def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image (any format Pillow or a registered reader knows), checking its size.
+
+    The pixel count is checked from the header before any pixel is decoded, so a
+    decompression bomb costs nothing. The format comes from the content, never the name.
+    """
+    name = _source_name(source)
+    data = _read_bytes(source)
+    if not data:
+        raise BadImageError(name, "empty file (0 bytes)")
+    for sniff, read in _EXTRA_READERS:
+        if sniff(data):
+            img = read(data, name, max_pixels)
+            break
+    else:
+        try:
+            with warnings.catch_warnings():
+                # Our own limit below, checked on the same header, replaces Pillow's warning.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+        except UnidentifiedImageError:
+            raise BadImageError(name, "not an image Pillow can read") from None
+        except Image.DecompressionBombError as exc:
+            raise BadImageError(name, f"too many pixels ({exc})") from None
+        except DECODE_ERRORS as exc:
+            raise BadImageError(name, f"cannot be read ({exc})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise BadImageError(
+            name, f"{w} x {h} = {w * h:,} pixels, over the limit of {max_pixels:,}"
+        )
+    if w < 1 or h < 1:
+        raise BadImageError(name, f"has no pixels ({w} x {h})")
+    return img
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Bring 16/32-bit and float pixel arrays to uint8 by their range, never by clipping.
+
+    Integers scale by their bit depth (12-bit data stored in 16-bit words scales by 4095,
+    not 65535); floats in [0, 1] scale by 255, other floats by their min and max.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    x = arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+        if lo >= 0.0 and hi <= 1.0:
+            x = x * 255
+        else:
+            x = (x - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(x)
+    else:
+        lo, top = float(x.min()), float(x.max())
+        if lo < 0:
+            x, top = x - lo, top - lo
+        bits = max(8, math.ceil(math.log2(top + 1))) if top > 0 else 8
+        x = x / (2**bits - 1) * 255
+    return np.clip(np.rint(np.nan_to_num(x)), 0, 255).astype(np.uint8)
+
+
+def to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode (L, RGB, RGBA, LA, P, I;16, I, F, CMYK, YCbCr, 1) to L or RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = Image.fromarray(to_uint8(np.asarray(img)))
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels become black, as a radiograph's background is.
+        background = Image.new("RGB", img.size, (0, 0, 0))
+        background.paste(img.convert("RGBA"), mask=img.getchannel("A"))
+        img = background
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def _fit(img: Image.Image, pre: Preprocessing) -> Image.Image:
+    h, w = pre.size
+    if pre.resize == "squash":
+        return img.resize((w, h), Image.BILINEAR) if img.size != (w, h) else img
+    if pre.resize == "crop":
+        return ImageOps.fit(img, (w, h), Image.BILINEAR)
+    return ImageOps.pad(img, (w, h), Image.BILINEAR, color=0)
+
+
+def load_image(source: ImageSource, pre: Preprocessing) -> np.ndarray:
+    """Decode one image to a (H, W, C) uint8 array exactly as the model expects it.
+
+    EXIF orientation is applied; animated images give their first frame; large JPEGs are
+    decoded at a reduced scale (DCT scaling) when the target is much smaller, which is
+    several times faster and changes nothing a resize would not average away anyway.
+
+    >>> pre = Preprocessing(size=(128, 128), channels=1)
+    >>> load_image("xray.jpeg", pre).shape  # doctest: +SKIP
+    (128, 128, 1)
+    """
+    name = _source_name(source)
+    img = open_image(source, pre.max_pixels)
+    try:
+        if img.format == "JPEG":
+            h, w = pre.size
+            img.draft("L" if pre.channels == 1 else "RGB", (2 * w, 2 * h))
+        img = ImageOps.exif_transpose(img)
+        img = _fit(to_mode(img, pre.channels), pre)
+        arr = np.asarray(img, dtype=np.uint8)
+    except BadImageError:
+        raise
+    except DECODE_ERRORS as exc:
+        raise BadImageError(name, f"cannot be decoded ({exc})") from None
+    return arr.reshape(pre.size[0], pre.size[1], pre.channels)
+
+
+def prepare_array(array: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Bring an in-memory image ((H, W), (H, W, 1|3|4), any dtype) to the model's input."""
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise BadImageError("<array>", f"shape {arr.shape} is not an image (H, W[, 1|3|4])")
+    img = Image.fromarray(to_uint8(arr))
+    img = _fit(to_mode(img, pre.channels), pre)
+    return np.asarray(img, dtype=np.uint8).reshape(pre.size[0], pre.size[1], pre.channels)
+
+
+def is_image_file(path: Path) -> bool:
+    """True for files whose suffix names an image format (used to list class folders)."""
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+# DICOM registers its reader here, so every caller of load_image reads .dcm files. It needs
+# pydicom only to decode, and says so per file when pydicom is missing.
+from imageclf.data import dicom  # noqa: E402,F401  isort: skip

@@ -1,0 +1,123 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imageclf.core.errors import BadImageError, ConfigError
+from imageclf.data.images import Preprocessing, load_image, prepare_array, to_uint8
+
+
+def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+GRAY = Preprocessing(size=(8, 8), channels=1)
+RGB = Preprocessing(size=(8, 8), channels=3)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16", "I", "F", "CMYK", "1"])
+@pytest.mark.parametrize("pre", [GRAY, RGB], ids=["gray", "rgb"])
+def test_every_mode_becomes_the_recipe_channels(mode, pre):
+    img = Image.new("RGB", (8, 8), (200, 100, 50)).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode in ("I", "F") else "PNG"
+    arr = load_image(_png(img, fmt), pre)
+    assert arr.shape == (8, 8, pre.channels) and arr.dtype == np.uint8
+
+
+def test_sixteen_bit_scaled_by_bit_depth_not_clipped():
+    # 12-bit data: 4095 is white, 2048 mid grey (clipping would make both 255).
+    arr16 = np.array([[0, 2048], [4095, 1024]], np.uint16)
+    img = Image.fromarray(arr16)
+    out = load_image(_png(img), Preprocessing(size=(2, 2), channels=1))[..., 0]
+    assert out[1, 0] == 255 and out[0, 0] == 0
+    assert 125 <= out[0, 1] <= 130
+
+
+def test_transparent_palette_pixels_become_black():
+    img = Image.new("P", (4, 4), 1)
+    img.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    img.info["transparency"] = 1
+    out = load_image(_png(img, transparency=1), Preprocessing(size=(4, 4), channels=1))
+    assert out.max() == 0
+
+
+def test_exif_orientation_applied():
+    # A 4 x 2 image, left half white; orientation 6 means "rotate 90 degrees clockwise to view".
+    arr = np.zeros((2, 4), np.uint8)
+    arr[:, :2] = 255
+    img = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = load_image(_png(img, "PNG", exif=exif), Preprocessing(size=(4, 2), channels=1))[..., 0]
+    # After rotation the image is 2 wide x 4 high with the white half on top.
+    assert out.shape == (4, 2)
+    assert out[:2].min() == 255 and out[2:].max() == 0
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (b"just some text, not an image", "not an image"),
+])
+def test_unreadable_bytes(data, reason):
+    with pytest.raises(BadImageError, match=reason):
+        load_image(data, GRAY)
+
+
+def test_truncated_png_is_an_error():
+    data = _png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)))
+    with pytest.raises(BadImageError):
+        load_image(data[: len(data) // 2], GRAY)
+
+
+def test_missing_file_named(tmp_path):
+    with pytest.raises(BadImageError, match="nope.png: no such file"):
+        load_image(tmp_path / "nope.png", GRAY)
+
+
+def test_pixel_limit_checked_before_decoding():
+    img = Image.new("L", (300, 300))
+    with pytest.raises(BadImageError, match="over the limit"):
+        load_image(_png(img), Preprocessing(size=(8, 8), channels=1, max_pixels=10_000))
+
+
+def test_large_jpeg_draft_decoding_matches_full_decode_closely():
+    rng = np.random.default_rng(0)
+    base = np.kron(rng.integers(0, 255, (20, 20)), np.ones((60, 60))).astype(np.uint8)
+    data = _png(Image.fromarray(base), "JPEG", quality=95)
+    pre = Preprocessing(size=(64, 64), channels=1)
+    fast = load_image(data, pre).astype(int)
+    full = np.asarray(Image.open(io.BytesIO(data)).convert("L").resize((64, 64), Image.BILINEAR)).astype(int)
+    assert np.abs(fast[..., 0] - full).mean() < 4
+
+
+@pytest.mark.parametrize("resize", ["squash", "pad", "crop"])
+def test_resize_modes(resize):
+    img = Image.new("L", (40, 20), 255)
+    out = load_image(_png(img), Preprocessing(size=(10, 10), channels=1, resize=resize))[..., 0]
+    assert out.shape == (10, 10)
+    if resize == "pad":
+        assert out[0].max() == 0 and out[5].min() == 255  # black bars top and bottom
+    else:
+        assert out.min() == 255
+
+
+def test_prepare_array_matches_load_image_for_same_pixels():
+    arr = np.random.default_rng(1).integers(0, 255, (28, 28), np.uint8)
+    pre = Preprocessing(size=(32, 32), channels=1)
+    assert np.array_equal(prepare_array(arr, pre), load_image(_png(Image.fromarray(arr)), pre))
+
+
+def test_to_uint8_ranges():
+    assert to_uint8(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
+    assert to_uint8(np.array([-1.0, 1.0])).tolist() == [0, 255]
+    assert to_uint8(np.array([0, 65535], np.uint16)).tolist() == [0, 255]
+
+
+def test_bad_preprocessing_rejected():
+    with pytest.raises(ConfigError):
+        Preprocessing(size=(8, 8), channels=2)
+    with pytest.raises(ConfigError):
+        Preprocessing(size=(8, 8), channels=1, resize="stretch")

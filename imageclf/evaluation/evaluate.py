@@ -1,0 +1,132 @@
+"""Evaluate a model on a dataset split: probabilities in data order, never shuffled, then metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imageclf.core.errors import DataError
+from imageclf.core.io import atomic_write_text
+from imageclf.core.progress import QUIET, Reporter
+from imageclf.data.cache import cache_split, content_hashes
+from imageclf.data.sources import Dataset, evaluation_split, open_dataset
+from imageclf.evaluation.metrics import classification_metrics, decide, format_report
+
+
+@dataclass
+class EvaluationResult:
+    """Labels, probabilities and figures for one split; ``paths[i]`` names image ``i``."""
+
+    classes: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+    threshold: float
+    paths: list[str]
+    metrics: dict
+    split: str
+    source: str
+    images: np.ndarray | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    overlap: int = 0
+    run: str = ""
+    split_counts: dict[str, list[int]] = field(default_factory=dict)
+    _figures: dict | None = field(default=None, repr=False)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return decide(self.probs, self.threshold)
+
+    def report(self) -> str:
+        head = f"{self.source} [{self.split}]: {len(self.labels)} images"
+        return head + "\n\n" + format_report(self.metrics, self.classes)
+
+    def figures(self, **options) -> dict:
+        """The report's figures (curves, intervals, calibration...; see :mod:`imageclf.evaluation.report.figures`).
+
+        Computed once and kept; ``options`` (``n_bootstrap``, ``seed``, ...) recompute them.
+        """
+        if self._figures is None or options:
+            from imageclf.evaluation.report.figures import compute_figures
+
+            self._figures = compute_figures(self, **options)
+        return self._figures
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "split": self.split, "classes": self.classes,
+                "skipped": [list(s) for s in self.skipped], "train_overlap": self.overlap,
+                **self.metrics, "figures": self.figures()}
+
+    def to_html(self, path: str | Path | None = None, **options) -> str:
+        """One self-contained HTML report (plots embedded, no network); written to ``path`` if given.
+
+        Image grids need the pixels: evaluate with ``keep_images=True``.
+        """
+        from imageclf.evaluation.report.html import evaluation_html
+
+        page = evaluation_html(self, self.figures(**options) if options else self.figures())
+        if path is not None:
+            atomic_write_text(path, page)
+        return page
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+
+def overlap_with_training(run_dir: str, images) -> int:
+    """How many of ``images`` are pixel-identical to a training image of the run (0 if unknown)."""
+    hashes_file = Path(run_dir) / "train_hashes.npy"
+    if not run_dir or not hashes_file.is_file():
+        return 0
+    try:
+        train = np.load(hashes_file, allow_pickle=False)
+    except (OSError, ValueError):  # a damaged or foreign file: the overlap is unknown, not an error
+        return 0
+    if train.dtype != np.uint64 or train.ndim != 1:
+        return 0
+    return int(np.isin(content_hashes(images), train).sum())
+
+
+def evaluate(model, data: str | Path | Dataset, split: str | None = None, *, batch_size: int = 128,
+             skip_bad: bool = False, workers: int | None = None, class_names: list[str] | None = None,
+             keep_images: bool = False, reporter: Reporter = QUIET) -> EvaluationResult:
+    """Run ``model`` (a Classifier) over a split of ``data`` in file order and score it.
+
+    Class names are matched by name, so a folder whose classes are a subset of the
+    model's, in any order, is scored correctly; an unknown class is an error.
+    """
+    ds = data if isinstance(data, Dataset) else open_dataset(data, class_names or (
+        model.classes if str(data).endswith(".npz") else None))
+    chosen = evaluation_split(ds, split, model.config.recipe)
+    unknown = sorted(set(ds.classes) - set(model.classes))
+    if unknown:
+        raise DataError(f"{ds.source}: classes {unknown} are not among the model's {model.classes}")
+    remap = np.array([model.classes.index(c) for c in ds.classes])
+    pre = model.preprocessing
+    with reporter.task(f"decoding {chosen.name}", total=len(chosen)) as bar:
+        cached = cache_split(chosen, pre, storage="memory", workers=workers, skip_bad=skip_bad,
+                             progress=bar.advance)
+    for path, reason in cached.skipped:
+        reporter.warn(f"skipped {path}: {reason}")
+    with reporter.task("predicting", total=len(cached)) as bar:
+        probs = model.predict_arrays(cached.images, batch_size, on_batch=bar.advance)
+    labels = remap[cached.labels]
+    metrics = classification_metrics(labels, probs, model.classes, model.threshold)
+    overlap = overlap_with_training(model.source, cached.images)
+    if overlap:
+        reporter.warn(f"{overlap} of {len(labels)} evaluation images are identical to training "
+                      "images of this model: these figures are not an honest test")
+    paths = [chosen.item_name(int(i)) for i in cached.source_index]
+    split_counts = {}
+    for name, s in ds.splits.items():
+        counts = np.zeros(len(model.classes), np.int64)
+        counts[remap] = s.counts(ds.num_classes)
+        split_counts[name] = counts.tolist()
+    return EvaluationResult(model.classes, labels, probs, model.threshold, paths, metrics,
+                            chosen.name, ds.source, cached.images if keep_images else None,
+                            cached.skipped, overlap, model.source, split_counts)

@@ -1,0 +1,132 @@
+"""ONNX export: the trained network plus its decision rule, with the preprocessing in the metadata.
+
+The exported graph takes what the PyTorch model takes: ``input``, float32 (N, C, H, W),
+the image decoded and resized as the model's preprocessing says, scaled to [0, 1] and,
+when the recipe has them, normalised per channel with ``mean`` / ``std``. It gives two
+outputs: ``probs`` (N, K), class probabilities with the model's temperature and
+test-time flips already applied (exactly what ``Classifier.predict_arrays`` returns),
+and ``logits`` (N, 1 or K), the raw network output for the unflipped input. The batch
+axis is dynamic. Everything else a consumer needs (classes, threshold, preprocessing,
+the full model config) is in the file's ``metadata_props`` under ``imageclf.*`` keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from imageclf.core.errors import ImageclfError, ModelFileError
+from imageclf.core.io import atomic_write_bytes
+from imageclf.inference.forward import logits_to_probs
+
+if TYPE_CHECKING:
+    from imageclf.inference.classifier import Classifier
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("probs", "logits")
+OPSET = 17
+META_PREFIX = "imageclf."
+INPUT_DOC = ("float32 NCHW (batch, channels, height, width): pixels decoded and resized as "
+             "imageclf.preprocessing says, divided by 255, then (x - mean) / std per channel "
+             "when mean is not null")
+OUTPUT_DOC = ("probs: (batch, classes) probabilities, temperature and test-time flips applied; "
+              "logits: raw network output (one sigmoid logit for two classes)")
+
+
+class _Exported(nn.Module):
+    """The network followed by temperature, sigmoid / softmax and the averaged TTA flips."""
+
+    def __init__(self, model: nn.Module, tta: list[str], temperature: float) -> None:
+        super().__init__()
+        self.model = model
+        # Flip dims of an NCHW tensor: width is 3, height is 2 (as inference.forward_probs).
+        self.flips = [3 for t in tta if t == "hflip"] + [2 for t in tta if t == "vflip"]
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)
+        probs = logits_to_probs(logits, self.temperature)
+        for dim in self.flips:
+            probs = probs + logits_to_probs(self.model(x.flip(dim)), self.temperature)
+        return probs / (1 + len(self.flips)), logits
+
+
+def onnx_metadata(model: Classifier) -> dict[str, str]:
+    """The ``metadata_props`` written into an exported file (all values are strings)."""
+    cfg = model.config
+    return {
+        f"{META_PREFIX}config": json.dumps(cfg.to_dict()),
+        f"{META_PREFIX}classes": json.dumps(cfg.classes),
+        f"{META_PREFIX}threshold": repr(float(cfg.threshold)),
+        f"{META_PREFIX}temperature": repr(float(cfg.temperature)),
+        f"{META_PREFIX}tta": json.dumps(list(cfg.tta)),
+        f"{META_PREFIX}preprocessing": json.dumps(cfg.preprocessing.to_dict()),
+        f"{META_PREFIX}input": INPUT_DOC,
+        f"{META_PREFIX}outputs": OUTPUT_DOC,
+        f"{META_PREFIX}weights_sha256": cfg.weights_sha256,
+    }
+
+
+def onnx_bytes(model: Classifier, opset: int = OPSET) -> bytes:
+    """Serialise a loaded model to ONNX in memory (see the module docstring for the graph)."""
+    import onnx
+
+    pre = model.preprocessing
+    net = copy.deepcopy(model.model).to("cpu").float().eval()
+    wrapper = _Exported(net, list(model.config.tta), model.config.temperature).eval()
+    example = torch.zeros(1, pre.channels, *pre.size)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the torch.export one, which needs
+        # the extra onnxscript package; this graph (convolutions, pooling, dense) exports the
+        # same either way.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            wrapper, (example,), buf, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    proto.doc_string = f"imageclf {model.config.architecture}: input {INPUT_DOC}; {OUTPUT_DOC}"
+    for key, value in onnx_metadata(model).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto.SerializeToString()
+
+
+def export_onnx(model: Classifier, path: str | Path, opset: int = OPSET) -> Path:
+    """Write ``model`` as an ONNX file (atomically) and return its path.
+
+    >>> export_onnx(imageclf.load("runs/xray"), "xray.onnx")   # doctest: +SKIP
+    """
+    try:
+        data = onnx_bytes(model, opset)
+    except ImportError as exc:
+        raise ImageclfError(f"ONNX export needs the onnx package ({exc}); "
+                            "pip install 'imageclf[onnx]'") from None
+    path = Path(path)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def read_onnx_metadata(data: bytes, where: str) -> dict[str, str]:
+    """The ``imageclf.*`` metadata of an ONNX file's bytes (keys without the prefix)."""
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise ModelFileError(f"{where}: not a valid ONNX file ({exc})") from None
+    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
+            if p.key.startswith(META_PREFIX)}
+    if "config" not in meta:
+        raise ModelFileError(f"{where}: not exported by imageclf (no imageclf.config metadata)")
+    return meta

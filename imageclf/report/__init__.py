@@ -1,6 +1,0 @@
-"""Reports: the evaluation report's figures (:mod:`.figures`), their statistics (:mod:`.stats`),
-drawings (:mod:`.plots`) and self-contained HTML pages (:mod:`.html`, :mod:`.inspection_html`)."""
-
-from .figures import compute_figures
-
-__all__ = ["compute_figures"]

@@ -1,0 +1,174 @@
+import csv
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+import imageclf
+from imageclf.conftest import TINY
+from imageclf.core.errors import ImageclfError
+from imageclf.models.seed_cnns import feature_size, min_input_size
+from imageclf.recipes.schema import get_recipe
+from imageclf.training.loop import batch_plan, bf16_cpu_warning, class_weight_vector, cpu_has_native_bf16
+
+SEED_SIZES = {"xray-alexnet": 67, "xray-4block": 46, "xray-5block": 94, "catsdogs-2conv": 32,
+              "mnist-basic": 28}
+
+
+def _history(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _weights(run):
+    return load_file(str(run / "model.safetensors"))
+
+
+@pytest.mark.parametrize("recipe", sorted(SEED_SIZES))
+def test_every_seed_recipe_trains_one_epoch(tmp_path, tiny_npz, recipe):
+    model = imageclf.train(tiny_npz, recipe, tmp_path / "run", device="cpu", epochs=1,
+                           img_size=SEED_SIZES[recipe], steps_per_epoch=2, batch_size=8)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert model.classes == ["0", "1"]
+    rows = _history(tmp_path / "run")
+    assert len(rows) == 1 and float(rows[0]["loss"]) > 0
+    assert get_recipe(str(tmp_path / "run" / "recipe.yaml")).name == recipe
+
+
+def test_seed_minimum_sizes_are_the_real_ones():
+    from imageclf.models import (
+        model_entry,  # noqa: F401
+        seed_cnns,
+    )
+    from imageclf.models.seed_cnns import xray_5block  # noqa: F401
+    alex = (seed_cnns.Conv(32, 11, 4), seed_cnns.Pool(3, 2), seed_cnns.Conv(64, 5, same=True),
+            seed_cnns.Pool(3, 2), seed_cnns.Conv(96, 3, same=True), seed_cnns.Pool(3, 2))
+    assert min_input_size(alex) == 67 and feature_size(alex, 67) == 1
+
+
+def test_same_seed_gives_bit_identical_weights(tmp_path, tiny_npz):
+    settings = dict(device="cpu", **TINY, **{"augment.rotation": 10, "augment.horizontal_flip": True})
+    imageclf.train(tiny_npz, "catsdogs-2conv", tmp_path / "a", **settings)
+    imageclf.train(tiny_npz, "catsdogs-2conv", tmp_path / "b", **settings)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    imageclf.train(tiny_npz, "catsdogs-2conv", tmp_path / "c", **{**settings, "seed": 1})
+    c = _weights(tmp_path / "c")
+    assert not all(np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_resume_continues_to_the_same_weights(tmp_path, tiny_npz):
+    full = dict(device="cpu", **{**TINY, "epochs": 3})
+    imageclf.train(tiny_npz, "catsdogs-2conv", tmp_path / "full", **full)
+    imageclf.train(tiny_npz, "catsdogs-2conv", tmp_path / "part", **{**full, "epochs": 1})
+    imageclf.train(tiny_npz, out=tmp_path / "part", device="cpu", resume=True, epochs=3)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    history = _history(tmp_path / "part")
+    assert [r["epoch"] for r in history] == ["1", "2", "3"]
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, tiny_npz):
+    imageclf.train(tiny_npz, "mnist-basic", tmp_path / "run", device="cpu", epochs=1)
+    with pytest.raises(ImageclfError, match="use --force"):
+        imageclf.train(tiny_npz, "mnist-basic", tmp_path / "run", device="cpu", epochs=1)
+    imageclf.train(tiny_npz, "mnist-basic", tmp_path / "run", device="cpu", epochs=1, force=True)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, tiny_npz):
+    with pytest.raises(ImageclfError, match="no checkpoint.safetensors"):
+        imageclf.train(tiny_npz, out=tmp_path / "none", resume=True)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path, tiny_npz):
+    # A learning rate this large diverges after the first epoch; patience 1 stops it.
+    model = imageclf.train(tiny_npz, "mnist-basic", tmp_path / "run", device="cpu", epochs=8, lr=5.0,
+                           **{"early_stopping.patience": 1, "early_stopping.monitor": "val_loss"})
+    history = _history(tmp_path / "run")
+    assert len(history) < 8
+    losses = [float(r["val_loss"]) for r in history]
+    assert model.config.metrics["val_loss"] == pytest.approx(min(losses), rel=1e-6)
+    assert model.config.metrics["best_epoch"] == 1 + int(np.argmin(losses))
+
+
+def test_learns_the_synthetic_task(trained_run, tiny_folders):
+    model = imageclf.load(trained_run)
+    result = model.evaluate(tiny_folders, split="test")
+    assert result.metrics["roc_auc"] > 0.9
+
+
+def test_config_records_classes_preprocessing_and_data(trained_run):
+    cfg = imageclf.load(trained_run).config
+    assert cfg.classes == ["NORMAL", "PNEUMONIA"]
+    assert cfg.preprocessing.size == (32, 32) and cfg.preprocessing.channels == 1
+    assert cfg.data["kind"] == "split-folders" and len(cfg.data["sha256"]) == 64
+    assert {"torch", "imageclf", "numpy"} <= set(cfg.versions)
+    assert cfg.recipe["name"] == "catsdogs-2conv" and cfg.metrics["val_accuracy"] > 0.5
+
+
+def test_balanced_class_weights():
+    w = class_weight_vector(np.array([0] * 30 + [1] * 10), 2)
+    assert w.tolist() == pytest.approx([40 / 60, 40 / 20])
+
+
+def test_batch_plan_covers_each_image_once_per_epoch():
+    plan = batch_plan(10, 4, epoch=0, seed=0, steps=None)
+    assert [len(b) for b in plan] == [4, 4, 2]
+    assert sorted(np.concatenate(plan).tolist()) == list(range(10))
+    assert not np.array_equal(np.concatenate(plan), np.concatenate(batch_plan(10, 4, 1, 0, None)))
+
+
+def test_batch_plan_with_steps_per_epoch_streams_passes():
+    e0 = batch_plan(10, 4, epoch=0, seed=0, steps=5)
+    e1 = batch_plan(10, 4, epoch=1, seed=0, steps=5)
+    assert len(e0) == len(e1) == 5
+    stream = e0 + e1  # 10 batches = passes of 3 batches each, cut at step boundaries
+    assert sorted(np.concatenate(stream[:3]).tolist()) == list(range(10))
+    assert sorted(np.concatenate(stream[3:6]).tolist()) == list(range(10))
+
+
+def test_cpu_bf16_support_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu avx2 avx512f amx_bf16 amx_tile\n") is True
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu avx2 avx512_bf16\n") is True
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu sse4_2 avx2 fma\n") is False
+    assert cpu_has_native_bf16("processor : 0\n") is False
+
+
+def test_bf16_on_a_cpu_without_it_warns_and_nowhere_else():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert "slower than fp32" in bf16_cpu_warning(True, cpu, native=False)
+    assert bf16_cpu_warning(True, cpu, native=True) is None
+    assert bf16_cpu_warning(True, cpu, native=None) is None  # unknown CPU: no guess
+    assert bf16_cpu_warning(False, cpu, native=False) is None  # fp32 asked for
+    assert bf16_cpu_warning(True, cuda, native=False) is None
+
+
+def test_training_in_bf16_on_a_cpu_without_it_says_so(tmp_path, tiny_npz, monkeypatch, capsys):
+    # imageclf.train is the function, so the module is patched through sys.modules.
+    monkeypatch.setattr(sys.modules["imageclf.training.loop"], "cpu_has_native_bf16", lambda: False)
+    imageclf.train(tiny_npz, "xray-4block", tmp_path / "run", device="cpu", epochs=1, img_size=46,
+                   steps_per_epoch=1, batch_size=8, quiet=True, precision="bf16")
+    assert "AVX512-BF16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_the_best_epochs_weights_stay_restored_for_validation_and_saving(ema):
+    from imageclf.training.callbacks import ModelEma
+    from imageclf.training.run import TrainingState
+
+    net = torch.nn.Linear(3, 1)
+    state = TrainingState(model=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), num_outputs=1,
+                          ema=ModelEma(net, ema) if ema else None, device=torch.device("cpu"))
+    state.track_best(0.1, "min", epoch=4)
+    best = {k: v.clone() for k, v in state.eval_model().state_dict().items()}
+    with torch.no_grad():  # later epochs move the weights (and their average) away from the best
+        net.weight.add_(1.0)
+    if state.ema is not None:
+        state.ema.update(net)
+    state.track_best(0.5, "min", epoch=5)  # worse: not kept
+    state.restore_best()
+    for _ in range(2):  # the final validation, then the saved model, each ask for eval_model()
+        got = state.eval_model().state_dict()
+        assert all(torch.equal(got[k], best[k]) for k in best)
