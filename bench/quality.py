@@ -151,7 +151,7 @@ def run_row(row: Row, runs: Path, done: dict, adopt: bool = False) -> dict:
     folder already holds a finished model is read, not trained again; its wall time is then
     the sum of its epoch times."""
     import imageclf
-    from imageclf.models.ensemble import build_ensemble
+    from imageclf.modelfile.ensemble import build_ensemble
 
     out = runs / row.key
     load_start = machine.load()

@@ -9,9 +9,10 @@ from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
 from imageclf.data.sources import Dataset
 from imageclf.inference.classifier import Classifier
+from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed
-from imageclf.training.loop import TrainOptions, fit, resolve_recipe
+from imageclf.training.loop import TrainOptions, fit
 
 DEFAULT_RECIPE = "xray-5block"
 

@@ -10,6 +10,8 @@ from imageclf.api import DEFAULT_RECIPE
 from imageclf.cli.common import app, parse_names, parse_settings
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
+from imageclf.modelfile.ensemble import build_ensemble
+from imageclf.training.tune import tune
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
@@ -46,8 +48,6 @@ def tune_command(
 
     Trials are judged on validation data only (TPE sampling, median pruning); the best
     trial's full recipe is written to OUT/best.yaml, to train from with --recipe."""
-    from imageclf.training.tune import tune
-
     overrides = {**parse_settings(set_), **({"epochs": epochs} if epochs else {})}
     result = tune(data, recipe, out, trials=trials if trials or time_budget else 20,
                   time_budget=time_budget, metric=metric, sizes=_ints(sizes, "--sizes"),
@@ -67,6 +67,5 @@ def ensemble_command(
     """Average several models' probabilities into one model folder.
 
     The result loads, predicts, evaluates, explains, serves and exports like any other."""
-    from imageclf.models.ensemble import build_ensemble
 
     typer.echo(build_ensemble(runs, out, force=force, reporter=Reporter()))

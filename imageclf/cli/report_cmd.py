@@ -9,7 +9,13 @@ import typer
 
 from imageclf.api import DEFAULT_RECIPE, load
 from imageclf.cli.common import app, console, parse_names
+from imageclf.core.errors import ConfigError
+from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import Reporter
+from imageclf.evaluation.calibrate import calibrate
+from imageclf.evaluation.explain import explain_files
+from imageclf.evaluation.inspection import inspect
+from imageclf.inference.classifier import expand_inputs
 
 
 @app.command("inspect")
@@ -27,7 +33,6 @@ def inspect_command(
     seed: int = typer.Option(0, help="Seed for the sample and augmentation grids."),
 ) -> None:
     """Class counts, image sizes, modes, unreadable files and duplicates across splits of DATA."""
-    from imageclf.evaluation.inspection import inspect
 
     result = inspect(data, recipe, img_size=img_size, class_names=parse_names(class_names),
                      workers=workers, seed=seed, max_distance=max_distance, min_correlation=min_correlation)
@@ -59,11 +64,8 @@ def calibrate_command(
     predict, evaluate and the server then use them. Only validation data may be used:
     a threshold chosen on the test split would make every test figure optimistic.
     """
-    from imageclf.core.io import atomic_write_text
-    from imageclf.evaluation.calibrate import calibrate
-
-    result = calibrate(run, data, split=split, target=target, temperature=temperature, save=not dry_run,
-                       device=device, batch_size=batch_size, class_names=parse_names(class_names),
+    result = calibrate(load(run, device=device), data, split=split, target=target, temperature=temperature,
+                       save=not dry_run, batch_size=batch_size, class_names=parse_names(class_names),
                        reporter=Reporter(quiet=quiet))
     typer.echo(result.summary())
     if json_out:
@@ -83,8 +85,6 @@ def explain_command(
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
 ) -> None:
     """Grad-CAM heatmap of the predicted class over each image, as <out>/<name>_gradcam.png."""
-    from imageclf.evaluation.explain import explain_files
-    from imageclf.inference.classifier import expand_inputs
 
     model = load(run, device=device)
     rows = explain_files(model, expand_inputs(images), out, layer, feature_maps, max_channels)
@@ -101,8 +101,6 @@ def summary_command(
     json_out: Path = typer.Option(None, "--json", help="Write the layer table as JSON."),
 ) -> None:
     """Layer table (name, type, output shape, parameters) as Keras' model.summary()."""
-    from imageclf.core.errors import ConfigError
-    from imageclf.core.io import atomic_write_text
 
     if diagram and diagram.suffix.lower() not in (".png", ".svg"):
         raise ConfigError(f"{diagram}: the diagram can be .png or .svg")

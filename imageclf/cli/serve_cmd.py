@@ -6,9 +6,11 @@ from pathlib import Path
 
 import typer
 
+from imageclf.api import load
 from imageclf.cli.common import app, console
 from imageclf.core.errors import ConfigError, ImageclfError
 from imageclf.inference.backends import BACKENDS
+from imageclf.modelfile.onnx import export_onnx
 
 
 def _check_backend(backend: str) -> str:
@@ -33,6 +35,7 @@ def serve_command(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve RUN over HTTP: a web page at /, POST /predict, POST /explain, /docs."""
+    # Lazy, documented: imageclf.serve needs FastAPI, an optional extra ('imageclf[serve]').
     from imageclf.serve import ServeSettings, run_server
 
     settings = ServeSettings(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
@@ -59,8 +62,5 @@ def export_command(
     normalises) and outputs 'probs' (temperature and TTA applied) and 'logits'. RUN/model.onnx
     is picked up by 'predict --backend onnx' and 'serve --backend onnx'.
     """
-    from imageclf.api import load
-    from imageclf.modelfile.onnx import export_onnx
-
     path = export_onnx(load(run, device="cpu"), onnx, opset)
     typer.echo(str(path))

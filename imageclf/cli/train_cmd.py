@@ -10,6 +10,8 @@ import typer
 from imageclf.api import DEFAULT_RECIPE, train
 from imageclf.cli.common import app, parse_names, parse_settings
 from imageclf.core.errors import ConfigError
+from imageclf.training.distributed import launch
+from imageclf.training.folds import cross_validate
 
 
 @app.command("train")
@@ -61,7 +63,6 @@ def train_command(
     if folds and nproc and nproc > 1:
         raise ConfigError("--folds and --nproc cannot be combined (run the folds one by one)")
     if folds:
-        from imageclf.training.folds import cross_validate
 
         cv = cross_validate(data, recipe, out, folds, device=device, resume=resume, force=force,
                             skip_bad=skip_bad, class_names=parse_names(class_names), cache=cache,
@@ -72,7 +73,6 @@ def train_command(
                   class_names=parse_names(class_names), cache=cache, cache_dir=cache_dir,
                   workers=workers, quiet=quiet, precision=precision, **overrides)
     if nproc is not None and nproc > 1:
-        from imageclf.training.distributed import launch
 
         out = out or Path("runs") / f"{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         launch(nproc, train, data, recipe, out, **kwargs)

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from imageclf.core.errors import ImageclfError
+from imageclf.core.errors import ConfigError, ImageclfError
 
 # Ours (".model.safetensors.k3j2_x.tmp") and safetensors' own (".tmpAb12Cd", it writes a
 # temp file and renames it too).
@@ -118,3 +118,20 @@ def atomic_save_safetensors(target: str | Path, tensors: dict, metadata: dict[st
             raise OSError(reason) from exc
 
     atomic_write_with(target, write)
+
+
+def check_output_folder(folder: str | Path, force: bool, hint: str = "") -> bool:
+    """Refuse to write into ``folder`` when it holds anything, unless ``force``.
+
+    Returns whether it already holds something (so a forced caller knows to clear what it
+    owns); a path that exists and is not a folder is refused even with ``force``. ``hint``
+    is appended to the message (e.g. " or --resume to continue it").
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: exists and is not a folder")
+    if folder.exists() and any(folder.iterdir()):
+        if not force:
+            raise ConfigError(f"{folder}: already exists and is not empty; use --force to overwrite it{hint}")
+        return True
+    return False

@@ -1,6 +1,6 @@
 """DICOM (.dcm) files as images: found by content, decoded with pydicom, shown as a reader would.
 
-Registered with :func:`imageclf.data.images.register_reader`, so every path that decodes an
+Listed among :mod:`imageclf.data.images`' readers, so every path that decodes an
 image (datasets, ``predict``, the web page) reads DICOM through :func:`load_image` like
 any PNG. What a radiologist's viewer does, this does, in this order:
 
@@ -25,7 +25,6 @@ import numpy as np
 from PIL import Image
 
 from imageclf.core.errors import BadImageError
-from imageclf.data.images import DEFAULT_MAX_PIXELS, register_reader
 
 PREAMBLE = 128
 MAGIC = b"DICM"
@@ -58,7 +57,7 @@ def is_dicom(data: bytes) -> bool:
     return 0 < length <= len(data) - 8
 
 
-def read_dicom(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def read_dicom(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """Decode the first frame of a DICOM file to an 8-bit L or RGB image (see the module doc)."""
     try:
         import pydicom
@@ -171,4 +170,3 @@ def _scale_bits(arr: np.ndarray, bits: int) -> np.ndarray:
     return np.rint(np.clip(arr.astype(np.float64), 0, top) / top * 255).astype(np.uint8)
 
 
-register_reader(is_dicom, read_dicom)

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from imageclf.core.errors import BadImageError, ConfigError
+from imageclf.data.dicom import is_dicom, read_dicom
 
 # Above this many pixels a file is refused before it is decoded (a 30,000 x 30,000 PNG of a
 # few KB decompresses to gigabytes). 100 M pixels still admits any real radiograph.
@@ -91,9 +92,10 @@ ImageSource = str | Path | bytes | BinaryIO
 
 # A reader for formats Pillow does not know (DICOM): takes the raw bytes, the name for errors
 # and the caller's pixel limit (checked from the header, before decoding), returns a PIL image.
-# Registered by name so the images module needs no import of optional packages.
+# DICOM is built in (so every caller of load_image reads .dcm files; it needs pydicom only to
+# decode, and says so per file when pydicom is missing); register_reader adds others.
 Reader = Callable[[bytes, str, int], Image.Image]
-_EXTRA_READERS: list[tuple[Callable[[bytes], bool], Reader]] = []
+_EXTRA_READERS: list[tuple[Callable[[bytes], bool], Reader]] = [(is_dicom, read_dicom)]
 
 
 def register_reader(sniff: Callable[[bytes], bool], read: Reader) -> None:
@@ -249,7 +251,3 @@ def is_image_file(path: Path) -> bool:
     """True for files whose suffix names an image format (used to list class folders)."""
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
-
-# DICOM registers its reader here, so every caller of load_image reads .dcm files. It needs
-# pydicom only to decode, and says so per file when pydicom is missing.
-from imageclf.data import dicom  # noqa: E402,F401  isort: skip

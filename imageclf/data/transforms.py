@@ -9,12 +9,15 @@ contrast and random erasing are elementwise. Evaluation and prediction call
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from imageclf.core.errors import ConfigError
+from imageclf.data.images import Preprocessing
 
 FILL_MODES = {"nearest": "border", "reflect": "reflection", "constant": "zeros", "wrap": "zeros"}
 
@@ -192,3 +195,19 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...] | None, std: tuple[float,
 def to_model_input(batch_uint8: torch.Tensor, mean=None, std=None) -> torch.Tensor:
     """The deterministic path from cached uint8 pixels to model input (evaluate, predict)."""
     return normalize(to_float(batch_uint8), mean, std)
+
+
+def batch_input(images, pre: Preprocessing, device: torch.device, channels_last: bool = True) -> torch.Tensor:
+    """(N, H, W, C) uint8 images (array or disk-cache slice) as the model's normalised input on
+    ``device``; channels-last memory (what the permute from NHWC gives) unless asked otherwise."""
+    arr = np.ascontiguousarray(images)
+    if not arr.flags.writeable:  # torch warns on read-only arrays; a uint8 copy costs little
+        arr = arr.copy()
+    batch = torch.from_numpy(arr).to(device, non_blocking=True)
+    x = to_model_input(batch, pre.mean, pre.std)
+    return x if channels_last else x.contiguous()
+
+
+def tta_views(x: torch.Tensor, tta: Sequence[str]) -> list[torch.Tensor]:
+    """The batch itself, then its test-time flips in the order ``tta`` names them by kind."""
+    return [x] + [x.flip(3) for t in tta if t == "hflip"] + [x.flip(2) for t in tta if t == "vflip"]

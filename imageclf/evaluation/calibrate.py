@@ -1,6 +1,6 @@
 """Choosing the operating threshold and fitting temperature scaling, on validation data only.
 
-``calibrate(RUN, DATA, target="sensitivity=0.95")`` scores the validation split, picks the
+``calibrate(imageclf.load(RUN), DATA, target="sensitivity=0.95")`` scores the validation split, picks the
 threshold that meets the target, and stores it in RUN/config.json, where ``predict``,
 ``evaluate`` and the server read it. ``temperature=True`` first fits one temperature that
 minimises the validation log loss (Guo et al. 2017) and stores it likewise. The test split
@@ -19,11 +19,12 @@ import torch
 from imageclf.core.errors import ConfigError, DataError
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.sources import Dataset, evaluation_split, open_dataset
+from imageclf.data.transforms import batch_input, tta_views
 from imageclf.evaluation.evaluate import evaluate
 from imageclf.evaluation.report.stats import operating_point
-from imageclf.inference.classifier import Classifier
-from imageclf.inference.forward import batch_input, logits_to_probs, tta_views
 from imageclf.modelfile.artifact import update_config
+from imageclf.modelfile.predictor import Predictor
+from imageclf.models.heads import logits_to_probs
 
 TARGETS = ("sensitivity", "specificity", "youden", "f1")
 
@@ -106,7 +107,7 @@ def choose_threshold(labels: np.ndarray, p1: np.ndarray, target: str) -> float:
 
 
 @torch.no_grad()
-def view_logits(model: Classifier, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+def view_logits(model: Predictor, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Raw logits (views, N, outputs) for the model's test-time views (the plain image first)."""
     model.model.eval()
     pre = model.preprocessing
@@ -195,18 +196,19 @@ def _validation_dataset(ds: Dataset, split: str, recipe: dict) -> Dataset:
     return Dataset(ds.source, ds.kind, ds.classes, {split: evaluation_split(ds, split, recipe)})
 
 
-def calibrate(run: str | Path, data: str | Path | Dataset, *, split: str = "val", target: str | None = None,
-              temperature: bool = False, save: bool = True, device: str = "auto", batch_size: int = 128,
+def calibrate(model: Predictor, data: str | Path | Dataset, *, split: str = "val", target: str | None = None,
+              temperature: bool = False, save: bool = True, batch_size: int = 128,
               class_names: list[str] | None = None, reporter: Reporter = QUIET) -> CalibrationResult:
-    """Fit temperature (optional), then choose the threshold for ``target`` on ``split``; store both.
+    """Fit temperature (optional), then choose the threshold for ``target`` on ``split``; store both
+    in the model folder ``model`` was loaded from (``model.source``) unless ``save`` is False.
 
-    >>> calibrate("runs/xray", "data/xray", target="sensitivity=0.95")  # doctest: +SKIP
+    >>> calibrate(imageclf.load("runs/xray"), "data/xray", target="sensitivity=0.95")  # doctest: +SKIP
     """
     if target is None and not temperature:
         raise ConfigError("nothing to calibrate: give a threshold target and/or temperature scaling")
     if target is not None:
         parse_target(target)
-    model = Classifier.load(run, device=device)
+    run = model.source
     if target is not None and len(model.classes) != 2:
         raise ConfigError(f"{run}: threshold targets need a two-class model (this one has "
                           f"{len(model.classes)} classes); temperature scaling works for any")

@@ -100,7 +100,8 @@ def run_copy(trained_run, tmp_path):
 
 def test_calibrate_stores_threshold_used_by_predict_and_evaluate(run_copy, tiny_folders):
     before = read_config(run_copy)
-    result = calibrate(run_copy, tiny_folders, target="sensitivity=0.95", temperature=True, device="cpu")
+    result = calibrate(imageclf.load(run_copy, device="cpu"), tiny_folders, target="sensitivity=0.95",
+                       temperature=True)
     assert result.split == "val" and result.n == len(list((tiny_folders / "val").rglob("*.png")))
     assert result.nll_after <= result.nll_before + 1e-9
     model = imageclf.load(run_copy, device="cpu")           # the weights hash still matches
@@ -118,14 +119,14 @@ def test_calibrate_stores_threshold_used_by_predict_and_evaluate(run_copy, tiny_
 
 def test_temperature_alone_keeps_the_decisions(run_copy, tiny_folders):
     before = imageclf.load(run_copy, device="cpu").evaluate(tiny_folders, split="val").predictions
-    calibrate(run_copy, tiny_folders, temperature=True, device="cpu")
+    calibrate(imageclf.load(run_copy, device="cpu"), tiny_folders, temperature=True)
     after = imageclf.load(run_copy, device="cpu").evaluate(tiny_folders, split="val").predictions
     assert (before == after).all()
 
 
 def test_calibrate_refuses_test_split(run_copy, tiny_folders):
     with pytest.raises(DataError, match="test split"):
-        calibrate(run_copy, tiny_folders, split="test", target="youden", device="cpu")
+        calibrate(imageclf.load(run_copy, device="cpu"), tiny_folders, split="test", target="youden")
     assert read_config(run_copy).threshold == 0.5
 
 
@@ -136,7 +137,7 @@ def test_calibrate_finds_the_training_val_split_of_unsplit_data(tmp_path):
     run = tmp_path / "r"
     imageclf.train(data, "catsdogs-2conv", run, device="cpu", img_size=32, channels=1, epochs=1,
                    steps_per_epoch=None, val_fraction=0.25)
-    result = calibrate(run, data, target="f1", save=False, device="cpu")
+    result = calibrate(imageclf.load(run, device="cpu"), data, target="f1", save=False)
     assert result.n == 10 and not result.saved                # a quarter of 40, as in training
     assert read_config(run).threshold == 0.5
     # evaluate --split val judges the model on that same carve: training's own val figures.

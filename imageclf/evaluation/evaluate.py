@@ -13,7 +13,10 @@ from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.cache import cache_split, content_hashes
 from imageclf.data.sources import Dataset, evaluation_split, open_dataset
-from imageclf.evaluation.metrics import classification_metrics, decide, format_report
+from imageclf.evaluation.metrics import classification_metrics, format_report
+from imageclf.evaluation.report.figures import compute_figures
+from imageclf.evaluation.report.html import evaluation_html
+from imageclf.models.heads import decide
 
 
 @dataclass
@@ -44,12 +47,12 @@ class EvaluationResult:
         return head + "\n\n" + format_report(self.metrics, self.classes)
 
     def figures(self, **options) -> dict:
-        """The report's figures (curves, intervals, calibration...; see :mod:`imageclf.evaluation.report.figures`).
+        """The report's figures (curves, intervals, calibration...; see
+        :mod:`imageclf.evaluation.report.figures`).
 
         Computed once and kept; ``options`` (``n_bootstrap``, ``seed``, ...) recompute them.
         """
         if self._figures is None or options:
-            from imageclf.evaluation.report.figures import compute_figures
 
             self._figures = compute_figures(self, **options)
         return self._figures
@@ -64,7 +67,6 @@ class EvaluationResult:
 
         Image grids need the pixels: evaluate with ``keep_images=True``.
         """
-        from imageclf.evaluation.report.html import evaluation_html
 
         page = evaluation_html(self, self.figures(**options) if options else self.figures())
         if path is not None:

@@ -23,8 +23,10 @@ from PIL import Image
 from torch import nn
 
 from imageclf.core.errors import ConfigError
-from imageclf.evaluation.metrics import decide
-from imageclf.inference.forward import batch_input
+from imageclf.core.io import atomic_write_bytes
+from imageclf.data.transforms import batch_input
+from imageclf.evaluation.report.plots import feature_grid
+from imageclf.models.heads import class_score, decide
 
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -105,8 +107,7 @@ def grad_cam(net: nn.Module, x: torch.Tensor, layer: nn.Module, target: int) -> 
     try:
         with torch.enable_grad():
             logits = net(x).float()
-            score = (logits[0, 0] if target == 1 else -logits[0, 0]) if logits.shape[1] == 1 \
-                else logits[0, target]
+            score = class_score(logits, target)
             # An in-place ReLU after the layer rewrites the captured tensor and its history,
             # so this is the gradient of the activation the next layer saw (Keras' view).
             acts = captured[-1]
@@ -180,8 +181,6 @@ def _stem_names(paths: list[str]) -> list[str]:
 def explain_files(model, paths: list[str], out_dir: str | Path, layer: str | None = None,
                   with_feature_maps: bool = False, max_channels: int = 32) -> list[dict]:
     """Write ``<stem>_gradcam.png`` per image (and ``<stem>_features/NN_<layer>.png`` grids)."""
-    from imageclf.core.io import atomic_write_bytes
-    from imageclf.evaluation.report.plots import feature_grid
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ from imageclf.data.cache import cache_split
 from imageclf.data.images import Preprocessing, load_image, open_image, prepare_array, to_mode
 from imageclf.data.sources import Dataset, Split, open_dataset
 from imageclf.data.transforms import augment, to_float
-from imageclf.recipes.schema import Recipe
+from imageclf.evaluation.report.inspection_html import inspection_html
+from imageclf.recipes.schema import Recipe, resolve_recipe
 
 # Bits per pixel of each Pillow mode (all channels).
 MODE_BITS = {"1": 1, "L": 8, "P": 8, "LA": 16, "RGB": 24, "RGBA": 32, "CMYK": 32, "YCbCr": 24,
@@ -128,7 +129,6 @@ class InspectionResult:
         return text
 
     def to_html(self, path: str | Path | None = None) -> str:
-        from imageclf.evaluation.report.inspection_html import inspection_html
 
         page = inspection_html(self)
         if path is not None:
@@ -273,7 +273,6 @@ def inspect(data: str | Path | Dataset, recipe: str | Recipe = "xray-5block", *,
 
     >>> imageclf.inspect("data/chest_xray").to_html("inspect.html")  # doctest: +SKIP
     """
-    from imageclf.training.loop import resolve_recipe
 
     ds = data if isinstance(data, Dataset) else open_dataset(data, class_names)
     r = resolve_recipe(recipe, {"img_size": img_size} if img_size else {})

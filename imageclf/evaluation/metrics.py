@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from imageclf.models.heads import decide
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts [true class, predicted class]."""
@@ -61,14 +63,6 @@ def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
 def log_loss(y_true: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     p = np.clip(np.asarray(probs, np.float64)[np.arange(len(y_true)), y_true], eps, 1.0)
     return float(-np.log(p).mean())
-
-
-def decide(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Predicted labels: positive (class 1) when p1 >= threshold for two classes, else argmax."""
-    probs = np.asarray(probs)
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).astype(np.int64)
-    return probs.argmax(1)
 
 
 def classification_metrics(

@@ -14,21 +14,24 @@ import torch
 from PIL import Image
 
 from imageclf.core.errors import BadImageError, ImageclfError
+from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.cache import decode_paths
 from imageclf.data.images import ImageSource, is_image_file, load_image, prepare_array
-from imageclf.evaluation.metrics import decide
+from imageclf.data.transforms import batch_input
+from imageclf.evaluation.evaluate import evaluate
+from imageclf.evaluation.explain import explain_image
+from imageclf.evaluation.summary import summarize
 from imageclf.inference.forward import (
     FREEZE_MIN_IMAGES,
     auto_batch_size,
-    batch_input,
     optimize_for_inference,
     optimize_mode,
     predict_probs,
     resolve_device,
 )
-from imageclf.modelfile.artifact import ModelConfig, check_weights, load_weights, read_config
-from imageclf.models import create_model
+from imageclf.modelfile.artifact import ModelConfig, build_model, check_weights, load_weights, read_config
+from imageclf.models.heads import decide
 
 
 @dataclass
@@ -64,7 +67,6 @@ class Predictions:
         for row in self.rows():
             writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
         if path is not None:
-            from imageclf.core.io import atomic_write_text
 
             atomic_write_text(path, buf.getvalue())
         return buf.getvalue()
@@ -207,21 +209,18 @@ class Classifier:
         return Predictions(kept, probs, self.classes, self.threshold, [])
 
     def evaluate(self, data, split: str | None = None, **kwargs):
-        """Evaluate on a dataset (path or :class:`~imageclf.data.Dataset`); see :mod:`imageclf.evaluation.evaluate`."""
-        from imageclf.evaluation.evaluate import evaluate
-
+        """Evaluate on a dataset (path or :class:`~imageclf.data.sources.Dataset`); see
+        :mod:`imageclf.evaluation.evaluate`."""
         return evaluate(self, data, split=split, **kwargs)
 
     def explain(self, image, layer: str | None = None):
-        """Grad-CAM of the predicted class for one image; see :func:`imageclf.evaluation.explain.explain_image`."""
-        from imageclf.evaluation.explain import explain_image
-
+        """Grad-CAM of the predicted class for one image; see
+        :func:`imageclf.evaluation.explain.explain_image`."""
         return explain_image(self, image, layer)
 
     def summary(self):
-        """Keras-style layer table (print it); ``.draw(path)`` draws the diagram (:mod:`imageclf.evaluation.summary`)."""
-        from imageclf.evaluation.summary import summarize
-
+        """Keras-style layer table (print it); ``.draw(path)`` draws the diagram
+        (:mod:`imageclf.evaluation.summary`)."""
         pre = self.preprocessing
         return summarize(self.model, (pre.channels, *pre.size), self.config.name or self.config.architecture)
 
@@ -229,10 +228,3 @@ class Classifier:
         pre = self.preprocessing
         return (f"Classifier({self.config.architecture}, classes={self.classes}, "
                 f"input={pre.size[0]}x{pre.size[1]}x{pre.channels}, threshold={self.threshold})")
-
-
-def build_model(config: ModelConfig) -> torch.nn.Module:
-    """The architecture a config names, with freshly initialised weights."""
-    pre = config.preprocessing
-    return create_model(config.architecture, pre.channels, config.num_outputs, pre.size,
-                        **config.architecture_kwargs)

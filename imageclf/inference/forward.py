@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from imageclf.data.images import Preprocessing
-from imageclf.data.transforms import to_model_input
+from imageclf.data.transforms import batch_input, tta_views
+from imageclf.models.heads import logits_to_probs
 
 # A CPU training step allocates and frees large activations (32 MB for xray-5block's first
 # layer at 128 px, batch 16); glibc returns them to the kernel each time, so every step
@@ -110,20 +111,6 @@ def pool_before_relu(model: nn.Module) -> nn.Module:
     return model
 
 
-def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """(N, 1) sigmoid logits -> (N, 2) [p0, p1]; (N, K) logits -> softmax."""
-    logits = logits.float() / temperature
-    if logits.shape[1] == 1:
-        p1 = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - p1, p1], 1)
-    return torch.softmax(logits, 1)
-
-
-def tta_views(x: torch.Tensor, tta: Sequence[str]) -> list[torch.Tensor]:
-    """The batch itself, then its test-time flips in the order ``tta`` names them by kind."""
-    return [x] + [x.flip(3) for t in tta if t == "hflip"] + [x.flip(2) for t in tta if t == "vflip"]
-
-
 def forward_probs(model: nn.Module, x: torch.Tensor, tta: Sequence[str] = (),
                   temperature: float = 1.0) -> torch.Tensor:
     """Probabilities for a normalised batch, averaged over test-time flips when asked."""
@@ -136,17 +123,6 @@ def forward_probs(model: nn.Module, x: torch.Tensor, tta: Sequence[str] = (),
         p = logits_to_probs(logits, temperature)
         total = p if total is None else total + p
     return total / len(views)
-
-
-def batch_input(images, pre: Preprocessing, device: torch.device, channels_last: bool = True) -> torch.Tensor:
-    """(N, H, W, C) uint8 images (array or disk-cache slice) as the model's normalised input on
-    ``device``; channels-last memory (what the permute from NHWC gives) unless asked otherwise."""
-    arr = np.ascontiguousarray(images)
-    if not arr.flags.writeable:  # torch warns on read-only arrays; a uint8 copy costs little
-        arr = arr.copy()
-    batch = torch.from_numpy(arr).to(device, non_blocking=True)
-    x = to_model_input(batch, pre.mean, pre.std)
-    return x if channels_last else x.contiguous()
 
 
 @torch.inference_mode()

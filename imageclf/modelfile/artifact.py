@@ -26,6 +26,7 @@ from imageclf.core.errors import ConfigError, ModelFileError
 from imageclf.core.io import atomic_save_safetensors, atomic_write_text
 from imageclf.core.version import __version__
 from imageclf.data.images import Preprocessing
+from imageclf.models import create_model
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -314,3 +315,10 @@ def load_weights(run_dir: str | Path, model: nn.Module, config: ModelConfig,
         raise ModelFileError(f"{path}: not a valid safetensors file ({exc})") from None
     model.load_state_dict(state)
     return model
+
+
+def build_model(config: ModelConfig) -> torch.nn.Module:
+    """The architecture a config names, with freshly initialised weights."""
+    pre = config.preprocessing
+    return create_model(config.architecture, pre.channels, config.num_outputs, pre.size,
+                        **config.architecture_kwargs)

@@ -24,8 +24,7 @@ import imageclf
 from imageclf.cli.testing import exit_code
 from imageclf.core.errors import ImageclfError, ModelFileError
 from imageclf.data import synthetic as testing
-from imageclf.inference.classifier import build_model
-from imageclf.modelfile.artifact import CONFIG_FILE, MODEL_FILE, _sha256, read_config, save_model
+from imageclf.modelfile.artifact import CONFIG_FILE, MODEL_FILE, _sha256, build_model, read_config, save_model
 from imageclf.training.checkpoint import CHECKPOINT_FILE
 
 

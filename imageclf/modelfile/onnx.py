@@ -17,17 +17,14 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from imageclf.core.errors import ImageclfError, ModelFileError
 from imageclf.core.io import atomic_write_bytes
-from imageclf.inference.forward import logits_to_probs
-
-if TYPE_CHECKING:
-    from imageclf.inference.classifier import Classifier
+from imageclf.modelfile.predictor import Predictor
+from imageclf.models.heads import logits_to_probs
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("probs", "logits")
@@ -58,7 +55,7 @@ class _Exported(nn.Module):
         return probs / (1 + len(self.flips)), logits
 
 
-def onnx_metadata(model: Classifier) -> dict[str, str]:
+def onnx_metadata(model: Predictor) -> dict[str, str]:
     """The ``metadata_props`` written into an exported file (all values are strings)."""
     cfg = model.config
     return {
@@ -74,7 +71,7 @@ def onnx_metadata(model: Classifier) -> dict[str, str]:
     }
 
 
-def onnx_bytes(model: Classifier, opset: int = OPSET) -> bytes:
+def onnx_bytes(model: Predictor, opset: int = OPSET) -> bytes:
     """Serialise a loaded model to ONNX in memory (see the module docstring for the graph)."""
     import onnx
 
@@ -102,7 +99,7 @@ def onnx_bytes(model: Classifier, opset: int = OPSET) -> bytes:
     return proto.SerializeToString()
 
 
-def export_onnx(model: Classifier, path: str | Path, opset: int = OPSET) -> Path:
+def export_onnx(model: Predictor, path: str | Path, opset: int = OPSET) -> Path:
     """Write ``model`` as an ONNX file (atomically) and return its path.
 
     >>> export_onnx(imageclf.load("runs/xray"), "xray.onnx")   # doctest: +SKIP

@@ -202,13 +202,11 @@ def register_recipe(fn: Callable[[], Recipe]) -> Callable[[], Recipe]:
 
 
 def list_recipes() -> list[str]:
-    _load_builtin()
     return sorted(_RECIPES)
 
 
 def get_recipe(name_or_path: str | Path) -> Recipe:
     """A fresh copy of a registered recipe, or one read from a YAML file."""
-    _load_builtin()
     key = str(name_or_path)
     if key in _RECIPES:
         return copy.deepcopy(_RECIPES[key]())
@@ -227,5 +225,7 @@ def get_recipe(name_or_path: str | Path) -> Recipe:
                       "(or a path to a .yaml recipe)")
 
 
-def _load_builtin() -> None:
-    from imageclf.recipes import seeds as recipe_zoo  # noqa: F401  (registers the built-in recipes on import)
+def resolve_recipe(recipe: str | Path | Recipe, overrides: dict | None = None) -> Recipe:
+    """A registered recipe, a YAML file or a Recipe, with ``overrides`` applied (a fresh copy)."""
+    r = get_recipe(recipe) if isinstance(recipe, str | Path) else copy.deepcopy(recipe)
+    return r.override(overrides or {})

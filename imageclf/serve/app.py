@@ -29,11 +29,11 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from imageclf import __version__
 from imageclf.core.errors import ImageclfError
-from imageclf.evaluation.metrics import decide
+from imageclf.core.version import __version__
 from imageclf.inference.backends import OnnxClassifier, load_backend
 from imageclf.inference.classifier import Classifier
+from imageclf.models.heads import decide
 from imageclf.serve.assets import Assets
 from imageclf.serve.batcher import MicroBatcher
 from imageclf.serve.schemas import ERROR_RESPONSES, HealthResponse, PredictResponse

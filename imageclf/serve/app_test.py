@@ -211,7 +211,8 @@ def test_explain_returns_the_overlay_png(client, served_model, png_bytes, monkey
         seen.update(model=model, shape=image.shape, layer=layer)
         return FakeExplanation()
 
-    monkeypatch.setitem(sys.modules, "imageclf.evaluation.explain", types.SimpleNamespace(explain_image=explain_image))
+    fake = types.SimpleNamespace(explain_image=explain_image)
+    monkeypatch.setitem(sys.modules, "imageclf.evaluation.explain", fake)
     r = client.post("/explain?layer=features.0", files=[("file", ("a.png", png_bytes, "image/png"))])
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content.startswith(b"\x89PNG")

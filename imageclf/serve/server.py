@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from imageclf.serve.app import create_app
 from imageclf.serve.settings import ServeSettings
 
 # glibc's M_MMAP_THRESHOLD parameter number (malloc.h).
@@ -36,8 +37,6 @@ def run_server(model_or_run, settings: ServeSettings | None = None, host: str = 
                port: int = 8000, log_level: str = "info") -> None:
     """Load the model, then serve it until interrupted (Ctrl-C)."""
     import uvicorn
-
-    from imageclf.serve.app import create_app
 
     return_large_buffers_to_os()
     app = create_app(Path(model_or_run) if isinstance(model_or_run, str) else model_or_run, settings)

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as td
 from torch import nn
 
+from imageclf.core.errors import ImageclfError
+
 
 def is_distributed() -> bool:
     return td.is_available() and td.is_initialized()
@@ -162,7 +164,6 @@ class _UserError(Exception):
 
 def _worker(local: int, fn: Callable, args: tuple, kwargs: dict, nproc: int, port: int,
             threads: int) -> None:
-    from imageclf.core.errors import ImageclfError
 
     os.environ.update({"RANK": str(local), "LOCAL_RANK": str(local), "WORLD_SIZE": str(nproc),
                        "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
@@ -197,7 +198,6 @@ def launch(nproc: int, fn: Callable, *args, **kwargs) -> None:
         marker = f"{_UserError.__name__}: "
         text = str(exc)
         if marker in text:  # a user error (bad data, bad setting): its one line, as without --nproc
-            from imageclf.core.errors import ImageclfError
 
             raise ImageclfError(text.rsplit(marker, 1)[1].strip()) from None
         raise

@@ -25,9 +25,10 @@ from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import Reporter
 from imageclf.data.sources import Dataset, Split, open_dataset
 from imageclf.modelfile.artifact import CONFIG_FILE
+from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training.checkpoint import CHECKPOINT_FILE
-from imageclf.training.loop import TrainOptions, fit, resolve_recipe
+from imageclf.training.loop import TrainOptions, fit
 
 FIGURES = ("val_loss", "val_accuracy", "val_auc", "best_epoch")
 
@@ -103,7 +104,7 @@ def cross_validate(data: str | Path | Dataset, recipe: str | Recipe, out: str | 
                    **overrides) -> CrossValidation:
     """Train ``folds`` models on stratified folds of ``data`` into ``out/fold-k``; see the module doc.
 
-    >>> cv = imageclf.training.folds.cross_validate("xrays.npz", "xray-fast", "runs/cv", folds=5)  # doctest: +SKIP
+    >>> cv = cross_validate("xrays.npz", "xray-fast", "runs/cv", folds=5)  # doctest: +SKIP
     >>> cv.mean["val_auc"], cv.std["val_auc"]                                          # doctest: +SKIP
     """
     if folds < 2:

@@ -26,12 +26,14 @@ from imageclf.data.cache import batches
 from imageclf.data.sources import Dataset, open_dataset, training_splits
 from imageclf.data.transforms import augment, normalize, to_float
 from imageclf.evaluation.metrics import binary_roc_auc, log_loss, roc_auc
+from imageclf.inference.classifier import Classifier
 from imageclf.inference.forward import auto_batch_size, pool_before_relu, predict_probs, resolve_device
 from imageclf.models import check_forward, create_model, num_params
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
 from imageclf.training.callbacks import EarlyStopper, ModelEma, PlateauReducer, monitor_mode, schedule_factor
 from imageclf.training.optim import build_optimizer, set_lr
+from imageclf.training.pretrained import load_pretrained
 from imageclf.training.run import InterruptGuard, RunDir, TrainingState, prepare_caches
 
 
@@ -234,7 +236,6 @@ def validate(state: TrainingState, recipe: Recipe, val, device) -> dict:
 def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
         options: TrainOptions | None = None):
     """Train ``recipe`` on ``data`` into the run folder ``out``; returns the loaded Classifier."""
-    from imageclf.inference.classifier import Classifier
 
     options = options or TrainOptions()
     device = dist.setup(resolve_device(options.device))  # joins torchrun's group, if any
@@ -267,7 +268,6 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
     model = create_model(recipe.model, recipe.channels, num_outputs, recipe.size, **recipe.model_kwargs)
     check_forward(model, recipe.model, recipe.channels, recipe.size)
     if recipe.pretrained and resume_from is None:
-        from imageclf.training.pretrained import load_pretrained
 
         rep.print(load_pretrained(model, recipe.pretrained).summary())
     with dist.local_main_first():  # under DDP one process per machine decodes; the rest reuse it
@@ -353,10 +353,3 @@ def _epoch_line(row: dict, epochs: int) -> str:
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
             f"val_auc {row['val_auc']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f} s  "
             f"({row['images_per_s']:,.0f} img/s)")
-
-
-def resolve_recipe(recipe: str | Recipe, overrides: dict | None = None) -> Recipe:
-    from imageclf.recipes.schema import get_recipe
-
-    r = get_recipe(recipe) if isinstance(recipe, str | Path) else copy.deepcopy(recipe)
-    return r.override(overrides or {})

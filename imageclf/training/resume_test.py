@@ -259,8 +259,8 @@ def test_full_disk_during_training_keeps_the_last_checkpoint_and_resume_finishes
 
 
 def test_full_disk_never_leaves_a_half_model_file(setup, tmp_path, monkeypatch):
-    from imageclf.inference.classifier import Classifier, build_model
-    from imageclf.modelfile.artifact import read_config, save_model
+    from imageclf.inference.classifier import Classifier
+    from imageclf.modelfile.artifact import build_model, read_config, save_model
 
     _, _, reference = setup
     run = tmp_path / "model"

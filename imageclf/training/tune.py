@@ -23,8 +23,9 @@ from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.sources import Dataset, open_dataset
 from imageclf.data.transforms import Augment
+from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe, load_yaml
-from imageclf.training.loop import TrainOptions, fit, resolve_recipe
+from imageclf.training.loop import TrainOptions, fit
 
 
 def scale_augment(aug: Augment, strength: float) -> Augment:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from imageclf.evaluation.metrics import decide
 from imageclf.evaluation.report import stats
+from imageclf.models.heads import decide
 
 DEFAULT_BOOTSTRAP = 1000
 

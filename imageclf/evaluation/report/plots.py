@@ -10,18 +10,24 @@ import io
 import math
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: no display is ever needed
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 # A palette chosen for contrast on white and for colour-blind readers (Okabe-Ito).
 BLUE, ORANGE, GREEN, RED, PURPLE, GREY = "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#666666"
 CLASS_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
                  "#000000", "#8C564B", "#7F7F7F"]
 DPI = 110
+
+
+def _pyplot():
+    """matplotlib.pyplot, headless, imported at the first plot: a documented lazy import of a
+    heavy dependency (~0.5 s of start-up that predicting and serving never need)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display is ever needed
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def class_colour(k: int) -> str:
@@ -31,7 +37,7 @@ def class_colour(k: int) -> str:
 def to_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -43,7 +49,7 @@ def history_plot(history: dict[str, list[float]], best_epoch: int | None = None)
     """Loss and accuracy (and validation AUC) per epoch, training against validation; the
     epoch whose weights were kept is marked."""
     epochs = history.get("epoch") or list(range(1, len(next(iter(history.values()))) + 1))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 3.8))
     for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
         if metric in history:
             ax.plot(epochs, history[metric], "-o", color=BLUE, label=f"training {metric}", ms=4)
@@ -55,7 +61,7 @@ def history_plot(history: dict[str, list[float]], best_epoch: int | None = None)
         if best_epoch:
             ax.axvline(best_epoch, ls=":", color=RED, label=f"kept weights (epoch {best_epoch})")
         ax.set(title=f"{title} per epoch", xlabel="epoch", ylabel=metric if metric == "loss" else "value")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_pyplot().MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return to_png(fig)
@@ -73,14 +79,14 @@ def _heatmap(ax, values: np.ndarray, classes: list[str], fmt, title: str, cmap: 
         for j in range(k):
             ax.text(j, i, fmt(values[i, j]), ha="center", va="center", fontsize=size,
                     color="white" if values[i, j] > limit else "black")
-    plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    _pyplot().colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
 def confusion_plot(counts: Sequence, row_normalised: Sequence, classes: list[str]) -> bytes:
     """The confusion matrix twice: counts, and each row as a fraction of its true class."""
     k = len(classes)
     side = 4.4 if k <= 4 else 6.5
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(2 * side + 1, side))
     _heatmap(axes[0], np.asarray(counts, float), classes, lambda v: f"{int(v)}", "Counts", "Blues")
     _heatmap(axes[1], np.asarray(row_normalised, float), classes, lambda v: f"{v:.2f}",
              "Row-normalised (recall per true class)", "Oranges")
@@ -97,7 +103,7 @@ def _roc_axes(ax, title: str) -> None:
 
 def curves_plot(figures: dict, classes: list[str]) -> bytes:
     """ROC and precision-recall curves side by side, the operating point marked (two classes)."""
-    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.6))
+    fig, (ax_roc, ax_pr) = _pyplot().subplots(1, 2, figsize=(11, 4.6))
     roc, pr = figures["roc"], figures["pr"]
     if "per_class" in roc:
         _roc_axes(ax_roc, f"ROC, one class vs rest (macro AUC {_fmt(roc['macro_auc'])})")
@@ -138,7 +144,7 @@ def curves_plot(figures: dict, classes: list[str]) -> bytes:
 def reliability_plot(cal: dict, positive: str | None) -> bytes:
     """Reliability diagram (mean predicted probability against observed frequency per bin)
     above a histogram of how many images fall in each bin."""
-    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.6, 6.2), gridspec_kw={"height_ratios": [3, 1]},
+    fig, (ax, ax_n) = _pyplot().subplots(2, 1, figsize=(5.6, 6.2), gridspec_kw={"height_ratios": [3, 1]},
                                    sharex=True)
     bins = cal["bins"]
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
@@ -163,7 +169,7 @@ def reliability_plot(cal: dict, positive: str | None) -> bytes:
 
 def prevalence_plot(prev: dict, positive: str) -> bytes:
     """PPV and NPV of the fixed threshold as the share of positives in the population changes."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = _pyplot().subplots(figsize=(7.5, 4.4))
     ax.plot(prev["prevalence"], prev["ppv"], color=RED, lw=2, label="PPV (positive predictive value)")
     ax.plot(prev["prevalence"], prev["npv"], color=BLUE, lw=2, label="NPV (negative predictive value)")
     styles = ["-", "--", "-.", ":"]
@@ -180,7 +186,7 @@ def prevalence_plot(prev: dict, positive: str) -> bytes:
 
 def per_class_plot(per_class: dict, classes: list[str]) -> bytes:
     """Precision, recall and F1 per class, grouped bars."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(classes) + 2), 3.8))
+    fig, ax = _pyplot().subplots(figsize=(max(6.0, 0.8 * len(classes) + 2), 3.8))
     x = np.arange(len(classes))
     for j, (metric, colour) in enumerate((("precision", BLUE), ("recall", ORANGE), ("f1", GREEN))):
         ax.bar(x + (j - 1) * 0.27, [per_class[c][metric] for c in classes], 0.27, color=colour, label=metric)
@@ -207,7 +213,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], *, cols: int
     n = max(len(images), 1)
     cols = min(cols, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + (0.5 if title else 0)),
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(cell * cols, cell * rows + (0.5 if title else 0)),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -228,7 +234,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], *, cols: int
 def bootstrap_plot(boot: dict) -> bytes:
     """Each figure's point estimate with its bootstrap interval (a forest plot)."""
     items = list(boot["metrics"].items())
-    fig, ax = plt.subplots(figsize=(6.5, 0.55 * len(items) + 1.2))
+    fig, ax = _pyplot().subplots(figsize=(6.5, 0.55 * len(items) + 1.2))
     for i, (_, m) in enumerate(items):
         if m["low"] is not None and m["high"] is not None:
             ax.plot([m["low"], m["high"]], [i, i], color=BLUE, lw=3)
@@ -247,7 +253,7 @@ def feature_grid(maps: np.ndarray, title: str, max_channels: int = 32) -> bytes:
     c = min(len(maps), max_channels)
     cols = min(8, c)
     rows = -(-c // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.5 * rows + 0.6), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(1.5 * cols, 1.5 * rows + 0.6), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if i < c:
@@ -261,7 +267,7 @@ def feature_grid(maps: np.ndarray, title: str, max_channels: int = 32) -> bytes:
 def class_counts_plot(counts: dict[str, dict[str, int]], classes: list[str]) -> bytes:
     """Images per class, one group of bars per split, with the count on each bar."""
     splits = list(counts)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(classes) * max(1, len(splits)) / 2 + 3), 3.8))
+    fig, ax = _pyplot().subplots(figsize=(max(6.0, 1.1 * len(classes) * max(1, len(splits)) / 2 + 3), 3.8))
     x = np.arange(len(classes))
     width = 0.8 / max(len(splits), 1)
     for j, s in enumerate(splits):
@@ -278,7 +284,7 @@ def class_counts_plot(counts: dict[str, dict[str, int]], classes: list[str]) -> 
 
 def size_scatter(sizes: dict[str, list[list[int]]]) -> bytes:
     """Width against height of every image (point area by how many share a size), mean marked."""
-    fig, ax = plt.subplots(figsize=(6.5, 5.2))
+    fig, ax = _pyplot().subplots(figsize=(6.5, 5.2))
     all_w, all_h, all_n = [], [], []
     for j, (split, rows) in enumerate(sizes.items()):
         if not rows:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from imageclf.evaluation.metrics import binary_roc_auc, decide, roc_auc
+from imageclf.evaluation.metrics import binary_roc_auc, roc_auc
+from imageclf.models.heads import decide
 
 # Curves are stored in the JSON and drawn; beyond this many points a line looks the same.
 MAX_CURVE_POINTS = 600

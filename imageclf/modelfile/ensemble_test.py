@@ -9,7 +9,7 @@ import torch
 import imageclf
 from imageclf.cli import main
 from imageclf.core.errors import ImageclfError
-from imageclf.models.ensemble import build_ensemble
+from imageclf.modelfile.ensemble import build_ensemble
 
 FAST = dict(img_size=32, channels=1, epochs=1, steps_per_epoch="none", batch_size=32)
 
