@@ -139,7 +139,9 @@ def _epoch_seconds(run: Path) -> float | None:
     """The sum of a finished run's epoch times (its history.csv), for runs trained outside this script."""
     import csv
 
-    history = run / "history.csv"
+    from imageclf.modelfile.artifact import HISTORY_FILE
+
+    history = run / HISTORY_FILE
     if not history.is_file():
         return None
     with history.open() as f:
@@ -151,6 +153,7 @@ def run_row(row: Row, runs: Path, done: dict, adopt: bool = False) -> dict:
     folder already holds a finished model is read, not trained again; its wall time is then
     the sum of its epoch times."""
     import imageclf
+    from imageclf.modelfile.artifact import METRICS_FILE
     from imageclf.modelfile.ensemble import build_ensemble
 
     out = runs / row.key
@@ -170,7 +173,7 @@ def run_row(row: Row, runs: Path, done: dict, adopt: bool = False) -> dict:
                    "best_epoch": bases[0].get("best_epoch")}
         walls = [b.get("wall_s") for b in bases]
         wall = None if None in walls else sum(walls)
-    elif adopt and (out / "metrics.json").is_file():
+    elif adopt and (out / METRICS_FILE).is_file():
         model = imageclf.load(out, device="cpu")
         metrics, wall = model.config.metrics, _epoch_seconds(out)
         load_start = None  # the load while it trained was not watched: none is shown

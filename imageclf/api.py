@@ -1,66 +1,54 @@
-"""The top-level verbs: ``imageclf.train`` and ``imageclf.load``."""
+"""The top-level verbs: ``imageclf.train`` and ``imageclf.load``.
+
+The one place where training meets inference: :func:`train` runs
+:func:`imageclf.training.loop.fit`, then loads the model folder it wrote as a
+:class:`~imageclf.inference.classifier.Classifier`.
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any
 
 from imageclf.core.errors import ConfigError
-from imageclf.core.progress import Reporter
 from imageclf.data.sources import Dataset
 from imageclf.inference.classifier import Classifier
 from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed
-from imageclf.training.loop import TrainOptions, fit
+from imageclf.training.loop import fit
+from imageclf.training.options import TrainOptions
+from imageclf.training.run import default_run_dir
 
 DEFAULT_RECIPE = "xray-5block"
 
 
-def train(
-    data: str | Path | Dataset,
-    recipe: str | Recipe = DEFAULT_RECIPE,
-    out: str | Path | None = None,
-    *,
-    device: str = "auto",
-    resume: bool = False,
-    force: bool = False,
-    skip_bad: bool = False,
-    class_names: list[str] | None = None,
-    cache: str = "auto",
-    cache_dir: str | None = None,
-    workers: int | None = None,
-    quiet: bool = True,
-    precision: str = "auto",
-    **overrides,
-) -> Classifier:
+def train(data: str | Path | Dataset, recipe: str | Path | Recipe | None = None,
+          out: str | Path | None = None, **kwargs: Any) -> Classifier:
     """Train a recipe on a dataset and return the trained, saved model.
 
-    ``overrides`` set any recipe field (``epochs=5``, ``img_size=128``,
-    ``**{"augment.rotation": 10}``). ``out`` defaults to ``runs/<recipe>-<time>``.
+    ``recipe``: a registered name, a YAML file or a Recipe (default ``xray-5block``; when
+    resuming, the run's own). ``out`` defaults to ``runs/<recipe>-<time>``. Keywords that name
+    a field of :class:`~imageclf.training.options.TrainOptions` say how to train: ``device``
+    ("auto"), ``resume``, ``force``, ``skip_bad``, ``class_names``, ``cache`` ("auto"),
+    ``cache_dir``, ``workers``, ``quiet`` (True), ``precision`` ("auto"). Every other keyword
+    overrides a recipe field (``epochs=5``, ``img_size=128``, ``**{"augment.rotation": 10}``).
+    ``resume=True`` continues ``out`` from its checkpoint; the recipe and overrides that
+    started it may be repeated, and only ``epochs`` may differ from them.
 
     >>> model = imageclf.train("pneumoniamnist.npz", "xray-5block", "runs/x", img_size=128)  # doctest: +SKIP
     """
-    resume_epochs = None
-    if resume:
-        # A resumed run keeps its saved recipe; only its length may change.
-        resume_epochs = overrides.pop("epochs", None)
-        if overrides:
-            raise ConfigError(f"only epochs can change when resuming, not {sorted(overrides)}")
-        if out is None:
-            raise ConfigError("resuming needs the run folder (out=...)")
-        resolved = None
-    else:
-        resolved = resolve_recipe(recipe, overrides)
+    options, overrides = TrainOptions.split(kwargs)
     if out is None:
+        if options.resume:
+            raise ConfigError("resuming needs the run folder (out=... / --out)")
         if distributed.requested():
             raise ConfigError("training with several processes needs the run folder (out=... / --out)")
-        out = Path("runs") / f"{resolved.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    options = TrainOptions(device=device, resume=resume, force=force, skip_bad=skip_bad,
-                           class_names=class_names, cache=cache, cache_dir=cache_dir,
-                           workers=workers, resume_epochs=resume_epochs,
-                           reporter=Reporter(quiet=quiet), precision=precision)
-    return fit(data, resolved, out, options)
+        out = default_run_dir(resolve_recipe(recipe or DEFAULT_RECIPE, overrides).name)
+    if recipe is None and not options.resume:
+        recipe = DEFAULT_RECIPE
+    result = fit(data, recipe, out, options, overrides=overrides)
+    return Classifier.load(result.path, device=result.device)
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Classifier:

@@ -1,51 +1,23 @@
 """The ``imageclf`` command: a thin layer over the Python API (no logic lives only here).
 
-Each concern adds its commands from its own module (``cli/train.py``, ...) to ``app``.
+:func:`main` is the entry point (the console script, ``python -m imageclf.cli``). It is kept
+light: it makes the process settings (:func:`~imageclf.core.runtime.configure_process`) before
+anything loads torch, then imports :mod:`imageclf.cli.app`, where each concern's module
+(``cli/train_cmd.py``, ...) adds its commands.
 """
 
 from __future__ import annotations
 
-import sys
-
-import typer
-from rich.markup import escape
-
-from imageclf.cli.common import app, err_console
-from imageclf.core.errors import ImageclfError
-
-# Importing the command modules registers their commands on ``app``.
-from imageclf.cli import evaluate_cmd, models_cmd, predict_cmd, train_cmd  # noqa: E402,F401  isort: skip
-from imageclf.cli import serve_cmd  # noqa: E402,F401  isort: skip
-from imageclf.cli import quality_cmd  # noqa: E402,F401  isort: skip
-from imageclf.cli import report_cmd  # noqa: E402,F401  isort: skip
+from imageclf.core.runtime import configure_process
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; Ctrl-C exits 130."""
-    try:
-        code = app(args=argv, standalone_mode=False)
-        # Typer returns, not raises, the exit code it chose (130 for Ctrl-C in a command).
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except ImageclfError as exc:
-        # Escaped: the message names a user's file, and "[left].png" is not markup.
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.TyperException as exc:
-        # Typer bundles its own click: its usage errors (a missing argument, a bad option)
-        # derive from TyperException, not from the click package's ClickException.
-        show = getattr(exc, "show", None)
-        if show is None:
-            raise
-        show()
-        sys.exit(getattr(exc, "exit_code", 2))
+    configure_process()
+    # Lazy: the commands import torch, and libgomp reads OMP_WAIT_POLICY when torch loads it.
+    from imageclf.cli.app import run
+
+    run(argv)
 
 
-__all__ = ["app", "main"]
+__all__ = ["main"]

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,138 @@ def test_real_process_prints_no_traceback(tmp_path):
 def test_usage_errors_exit_2_without_traceback(args, fragment, capsys):
     code, _, err = run_cli(args, capsys)
     assert code == 2 and fragment in err and "Traceback" not in err
+
+
+# --- every training flag reaches fit, whichever way the command trains ---------------------------
+
+# Each `imageclf train` flag: (its arguments, what fit must receive: the recipe's field or the
+# option's value). Values differ from the defaults, so a flag dropped on the way fails.
+TRAIN_FLAGS = {
+    "--recipe": (["--recipe", "mnist-basic"], "recipe", "name", "mnist-basic"),
+    "--out": (["--out", "elsewhere"], "out", None, "elsewhere"),
+    "--img-size": (["--img-size", "30"], "recipe", "img_size", 30),
+    "--epochs": (["--epochs", "7"], "recipe", "epochs", 7),
+    "--batch-size": (["--batch-size", "5"], "recipe", "batch_size", 5),
+    "--lr": (["--lr", "0.25"], "recipe", "lr", 0.25),
+    "--channels": (["--channels", "3"], "recipe", "channels", 3),
+    "--seed": (["--seed", "11"], "recipe", "seed", 11),
+    "--val-fraction": (["--val-fraction", "0.3"], "recipe", "val_fraction", 0.3),
+    "--set": (["--set", "mixup=0.4"], "recipe", "mixup", 0.4),
+    "--pretrained": (["--pretrained", "w.safetensors"], "recipe", "pretrained", "w.safetensors"),
+    "--class-names": (["--class-names", "neg,pos"], "options", "class_names", ["neg", "pos"]),
+    "--device": (["--device", "cuda:3"], "options", "device", "cuda:3"),  # fit is patched: never opened
+    "--workers": (["--workers", "3"], "options", "workers", 3),
+    "--cache": (["--cache", "disk"], "options", "cache", "disk"),
+    "--cache-dir": (["--cache-dir", "/nowhere/cache"], "options", "cache_dir", "/nowhere/cache"),
+    "--skip-bad": (["--skip-bad"], "options", "skip_bad", True),
+    "--resume": (["--resume"], "options", "resume", True),
+    "--force": (["--force"], "options", "force", True),
+    "--quiet": (["--quiet"], "options", "quiet", True),
+    "--precision": (["--precision", "bf16"], "options", "precision", "bf16"),
+}
+# How to train, not what: the one train flag each of these leaves out, and why.
+NOT_THROUGH = {"--folds": "it chooses the path", "--nproc": "refused with --folds; launches processes"}
+
+
+def _command_flags(name: str) -> set[str]:
+    import typer
+
+    import imageclf.cli.app  # noqa: F401  (registers the commands on the app)
+    from imageclf.cli.common import app
+
+    command = typer.main.get_command(app).commands[name]
+    return {p.opts[0] for p in command.params if p.param_type_name == "option"} - {"--help"}
+
+
+def _record_fit(monkeypatch, module) -> list[dict]:
+    """Patch ``module.fit`` to record what it is given and return a finished run's result."""
+    from imageclf.training.loop import FitResult
+
+    calls = []
+
+    def fit(data, recipe, out, options=None, *, overrides=None, on_epoch=None):
+        calls.append({"recipe": recipe, "overrides": overrides or {}, "out": Path(out), "options": options})
+        figures = {"val_loss": 0.5, "val_accuracy": 0.5, "val_auc": 0.5, "best_epoch": 1,
+                   "train_images": 1, "val_images": 1}
+        return FitResult(Path(out), 1, figures, "cpu")
+
+    monkeypatch.setattr(module, "fit", fit)
+    return calls
+
+
+def _received(call: dict, where: str, attr: str | None):
+    from imageclf.api import DEFAULT_RECIPE
+    from imageclf.recipes import resolve_recipe
+
+    if where == "out":
+        return call["out"]
+    if where == "options":
+        return getattr(call["options"], attr)
+    return getattr(resolve_recipe(call["recipe"] or DEFAULT_RECIPE, call["overrides"]), attr)
+
+
+def test_the_flag_table_covers_every_train_flag():
+    assert _command_flags("train") == set(TRAIN_FLAGS) | set(NOT_THROUGH)
+
+
+@pytest.mark.parametrize("path", ["plain", "folds"])
+@pytest.mark.parametrize("flag", sorted(TRAIN_FLAGS))
+def test_every_train_flag_reaches_fit(flag, path, tmp_path, tiny_npz, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from imageclf.modelfile.artifact import CHECKPOINT_FILE
+
+    monkeypatch.chdir(tmp_path)
+    args, where, attr, want = TRAIN_FLAGS[flag]
+    if path == "plain":
+        calls = _record_fit(monkeypatch, sys.modules["imageclf.api"])
+        loaded = SimpleNamespace(load=lambda path, device: SimpleNamespace(source=str(path)))
+        monkeypatch.setattr(sys.modules["imageclf.api"], "Classifier", loaded)
+        extra = []
+    else:
+        calls = _record_fit(monkeypatch, sys.modules["imageclf.training.folds"])
+        extra = ["--folds", "2"]
+        if flag == "--resume":  # fold 1 half-trained: the fold that --resume continues
+            (tmp_path / "run" / "fold-1").mkdir(parents=True)
+            (tmp_path / "run" / "fold-1" / CHECKPOINT_FILE).write_bytes(b"")
+    argv = ["train", tiny_npz, "--recipe", "catsdogs-2conv", "--out", "run", *extra, *args]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    got = _received(calls[0], where, attr)
+    if where == "out":
+        assert got == Path(want) / ("fold-1" if path == "folds" else "")
+    else:
+        assert got == want, f"{flag} did not reach fit through {path}"
+
+
+# The train flags that `imageclf tune` shares, and what each trial's fit must receive from them.
+TUNE_FLAGS = {flag: TRAIN_FLAGS[flag] for flag in (
+    "--epochs", "--set", "--class-names", "--device", "--workers", "--cache", "--cache-dir",
+    "--skip-bad", "--precision")}
+TUNE_FLAGS["--recipe"] = (["--recipe", "mnist-basic"], "recipe", "name", "mnist-basic-tuned")
+# Train flags tune has not, or gives its own meaning, and why.
+TUNE_OWN = {
+    "--img-size": "searched", "--batch-size": "searched", "--lr": "searched",
+    "--seed": "tune's seeds the sampler (the recipe's: --set seed=N)",
+    "--channels": "--set", "--val-fraction": "--set", "--pretrained": "--set",
+    "--resume": "a search cannot resume", "--out": "holds the trials' folders",
+    "--force": "overwrites --out; every trial writes its own folder afresh",
+    "--quiet": "silences the trial lines; trials themselves never print",
+}
+
+
+def test_tune_has_every_train_flag_it_does_not_own():
+    assert set(TUNE_FLAGS) | set(TUNE_OWN) == set(TRAIN_FLAGS)
+    assert set(TUNE_FLAGS) <= _command_flags("tune")
+
+
+@pytest.mark.parametrize("flag", sorted(TUNE_FLAGS))
+def test_every_shared_flag_reaches_fit_through_tune(flag, tmp_path, tiny_npz, monkeypatch, capsys):
+    calls = _record_fit(monkeypatch, sys.modules["imageclf.training.tune"])
+    args, where, attr, want = TUNE_FLAGS[flag]
+    argv = ["tune", tiny_npz, "--recipe", "catsdogs-2conv", "--out", tmp_path / "t", "--trials", "1",
+            "--sizes", "32", "--batch-sizes", "32", "-q", *args]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert _received(calls[0], where, attr) == want, f"{flag} did not reach fit through tune"
+    assert calls[0]["options"].force and calls[0]["options"].quiet  # each trial: its own folder, silent

@@ -8,9 +8,11 @@ import typer
 
 from imageclf.api import DEFAULT_RECIPE
 from imageclf.cli.common import app, parse_names, parse_settings
+from imageclf.cli.train_cmd import Cache, CacheDir, ClassNames, Device, Precision, SkipBad, Workers
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
 from imageclf.modelfile.ensemble import build_ensemble
+from imageclf.training.options import TrainOptions
 from imageclf.training.tune import tune
 
 
@@ -39,8 +41,13 @@ def tune_command(
     batch_sizes: str = typer.Option(None, "--batch-sizes", help="Batch sizes to try, e.g. 32,64,128."),
     seed: int = typer.Option(0, help="Sampler seed."),
     set_: list[str] = typer.Option(None, "--set", help="Base recipe setting, key=value."),
-    class_names: str = typer.Option(None, help="Comma-separated names for an .npz's labels."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
+    class_names: ClassNames = None,
+    device: Device = "auto",
+    workers: Workers = None,
+    cache: Cache = "auto",
+    cache_dir: CacheDir = None,
+    skip_bad: SkipBad = False,
+    precision: Precision = "auto",
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-trial lines."),
 ) -> None:
@@ -49,11 +56,12 @@ def tune_command(
     Trials are judged on validation data only (TPE sampling, median pruning); the best
     trial's full recipe is written to OUT/best.yaml, to train from with --recipe."""
     overrides = {**parse_settings(set_), **({"epochs": epochs} if epochs else {})}
+    options = TrainOptions(device=device, force=force, skip_bad=skip_bad,
+                           class_names=parse_names(class_names), cache=cache, cache_dir=cache_dir,
+                           workers=workers, quiet=quiet, precision=precision)
     result = tune(data, recipe, out, trials=trials if trials or time_budget else 20,
                   time_budget=time_budget, metric=metric, sizes=_ints(sizes, "--sizes"),
-                  batch_sizes=_ints(batch_sizes, "--batch-sizes"), seed=seed, device=device,
-                  force=force, class_names=parse_names(class_names), reporter=Reporter(quiet=quiet),
-                  **overrides)
+                  batch_sizes=_ints(batch_sizes, "--batch-sizes"), seed=seed, options=options, **overrides)
     typer.echo(result.summary())
     typer.echo(f"train it: imageclf train {data} --recipe {result.best_recipe}")
 

@@ -1,24 +1,40 @@
-"""``imageclf train``."""
+"""``imageclf train``, and the how-to-train flags it shares with ``imageclf tune``."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from imageclf.api import DEFAULT_RECIPE, train
 from imageclf.cli.common import app, parse_names, parse_settings
 from imageclf.core.errors import ConfigError
+from imageclf.recipes import resolve_recipe
 from imageclf.training.distributed import launch
 from imageclf.training.folds import cross_validate
+from imageclf.training.options import TrainOptions
+from imageclf.training.run import default_run_dir
+
+# Flags for TrainOptions fields, declared once for every command that trains; each command
+# builds one TrainOptions from them, which reaches fit through every path (folds, tune, DDP).
+ClassNames = Annotated[str, typer.Option(help="Comma-separated names for an .npz's labels 0, 1, ...")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
+Workers = Annotated[int, typer.Option(help="Processes for the first decoding pass (default: all cores).")]
+Cache = Annotated[str, typer.Option(help="Decoded-image cache: auto, memory or disk.")]
+CacheDir = Annotated[str, typer.Option(help="Folder for the disk cache (default ~/.cache/imageclf).")]
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning.")]
+Precision = Annotated[str, typer.Option(
+    help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (on CPU too: fast with AMX / "
+         "AVX512-BF16, not bit-exact; many times slower on CPUs without them).")]
 
 
 @app.command("train")
 def train_command(
     data: str = typer.Argument(..., help="Dataset: class folders, split folders, CSV or .npz."),
-    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", "-r",
-                               help="Recipe name (see 'imageclf recipes') or a recipe .yaml file."),
+    recipe: str = typer.Option(None, "--recipe", "-r", show_default=False,
+                               help="Recipe name (see 'imageclf recipes') or a recipe .yaml file "
+                                    f"(default: {DEFAULT_RECIPE}; with --resume, the run's own)."),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Run folder to write (default: runs/<recipe>-<time>)."),
     img_size: int = typer.Option(None, help="Input size in pixels (square)."),
@@ -35,18 +51,17 @@ def train_command(
                                     "(.safetensors, or .pth/.pt state_dict); see docs/quality.md."),
     folds: int = typer.Option(None, "--folds", help="K-fold cross-validation: K runs in OUT/fold-k, "
                               "mean ± std of their val figures in OUT/cv.json."),
-    class_names: str = typer.Option(None, help="Comma-separated names for an .npz's labels 0, 1, ..."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
-    workers: int = typer.Option(None, help="Processes for the first decoding pass (default: all cores)."),
-    cache: str = typer.Option("auto", help="Decoded-image cache: auto, memory or disk."),
-    cache_dir: str = typer.Option(None, help="Folder for the disk cache (default ~/.cache/imageclf)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images with a warning."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    class_names: ClassNames = None,
+    device: Device = "auto",
+    workers: Workers = None,
+    cache: Cache = "auto",
+    cache_dir: CacheDir = None,
+    skip_bad: SkipBad = False,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint "
+                                "(the command that started it may be repeated; only --epochs may change)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or epoch lines."),
-    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or "
-                                  "bf16 (on CPU too: fast with AMX / AVX512-BF16, not bit-exact; "
-                                  "many times slower on CPUs without them)."),
+    precision: Precision = "auto",
     nproc: int = typer.Option(None, "--nproc", help="Data-parallel training on N local processes "
                               "(DDP: gloo on CPU, NCCL on GPU); see docs/performance.md."),
 ) -> None:
@@ -60,23 +75,20 @@ def train_command(
                  **parse_settings(set_)}
     overrides["pretrained"] = str(pretrained) if pretrained else None
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    options = TrainOptions(device=device, resume=resume, force=force, skip_bad=skip_bad,
+                           class_names=parse_names(class_names), cache=cache, cache_dir=cache_dir,
+                           workers=workers, quiet=quiet, precision=precision)
     if folds and nproc and nproc > 1:
         raise ConfigError("--folds and --nproc cannot be combined (run the folds one by one)")
     if folds:
-
-        cv = cross_validate(data, recipe, out, folds, device=device, resume=resume, force=force,
-                            skip_bad=skip_bad, class_names=parse_names(class_names), cache=cache,
-                            cache_dir=cache_dir, workers=workers, quiet=quiet, **overrides)
+        cv = cross_validate(data, recipe or DEFAULT_RECIPE, out, folds, options, **overrides)
         typer.echo(cv.summary())
         return
-    kwargs = dict(device=device, resume=resume, force=force, skip_bad=skip_bad,
-                  class_names=parse_names(class_names), cache=cache, cache_dir=cache_dir,
-                  workers=workers, quiet=quiet, precision=precision, **overrides)
     if nproc is not None and nproc > 1:
-
-        out = out or Path("runs") / f"{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        launch(nproc, train, data, recipe, out, **kwargs)
+        if out is None and not resume:  # chosen once, here: the N processes write one folder
+            out = default_run_dir(resolve_recipe(recipe or DEFAULT_RECIPE, overrides).name)
+        launch(nproc, train, data, recipe, out, **options.as_kwargs(), **overrides)
         typer.echo(str(out))
         return
-    model = train(data, recipe, out, **kwargs)
+    model = train(data, recipe, out, **options.as_kwargs(), **overrides)
     typer.echo(model.source)

@@ -135,3 +135,11 @@ def check_output_folder(folder: str | Path, force: bool, hint: str = "") -> bool
             raise ConfigError(f"{folder}: already exists and is not empty; use --force to overwrite it{hint}")
         return True
     return False
+
+
+def cache_root() -> Path:
+    """imageclf's cache folder: ``$IMAGECLF_CACHE``, else ``$XDG_CACHE_HOME/imageclf`` (default
+    ``~/.cache/imageclf``). Decoded images and converted pretrained weights live below it."""
+    base = os.environ.get("IMAGECLF_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "imageclf")
+    return Path(base)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from imageclf.core.errors import BadImageError, DataError
-from imageclf.core.io import atomic_write_text
+from imageclf.core.io import atomic_write_text, cache_root
 from imageclf.data.images import Preprocessing, load_image, prepare_array
 from imageclf.data.sources import Split
 
@@ -169,10 +169,8 @@ def _cache_key(split: Split, pre: Preprocessing) -> str:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("IMAGECLF_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "imageclf"
-    )
-    return Path(base)
+    """Where decoded images are cached on disk: imageclf's cache folder itself."""
+    return cache_root()
 
 
 def choose_storage(n: int, pre: Preprocessing, storage: str) -> str:

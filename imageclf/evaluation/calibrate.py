@@ -19,7 +19,6 @@ import torch
 from imageclf.core.errors import ConfigError, DataError
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.sources import Dataset, evaluation_split, open_dataset
-from imageclf.data.transforms import batch_input, tta_views
 from imageclf.evaluation.evaluate import evaluate
 from imageclf.evaluation.report.stats import operating_point
 from imageclf.modelfile.artifact import update_config
@@ -104,19 +103,6 @@ def choose_threshold(labels: np.ndarray, p1: np.ndarray, target: str) -> float:
         return float(t[ok.min()])
     score = r["sensitivity"] + r["specificity"] - 1 if kind == "youden" else r["f1"]
     return float(t[int(np.argmax(score))])
-
-
-@torch.no_grad()
-def view_logits(model: Predictor, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Raw logits (views, N, outputs) for the model's test-time views (the plain image first)."""
-    model.model.eval()
-    pre = model.preprocessing
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = batch_input(images[start:start + batch_size], pre, model.device)
-        # The same views as inference.forward_probs, in its order.
-        out.append(torch.stack([model.model(v).float() for v in tta_views(x, model.config.tta)]).cpu())
-    return torch.cat(out, 1).numpy()
 
 
 def temperature_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -221,7 +207,7 @@ def calibrate(model: Predictor, data: str | Path | Dataset, *, split: str = "val
     nll_before = nll_after = float(result.metrics["log_loss"])
     new_t = old_t
     if temperature:
-        logits = view_logits(model, result.images, batch_size)
+        logits = model.view_logits(result.images, batch_size)
         nll_before = temperature_nll(logits, labels, old_t)
         new_t = fit_temperature(logits, labels)
         nll_after = temperature_nll(logits, labels, new_t)

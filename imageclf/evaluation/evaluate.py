@@ -16,6 +16,7 @@ from imageclf.data.sources import Dataset, evaluation_split, open_dataset
 from imageclf.evaluation.metrics import classification_metrics, format_report
 from imageclf.evaluation.report.figures import compute_figures
 from imageclf.evaluation.report.html import evaluation_html
+from imageclf.modelfile.artifact import TRAIN_HASHES_FILE
 from imageclf.models.heads import decide
 
 
@@ -82,7 +83,7 @@ class EvaluationResult:
 
 def overlap_with_training(run_dir: str, images) -> int:
     """How many of ``images`` are pixel-identical to a training image of the run (0 if unknown)."""
-    hashes_file = Path(run_dir) / "train_hashes.npy"
+    hashes_file = Path(run_dir) / TRAIN_HASHES_FILE
     if not run_dir or not hashes_file.is_file():
         return 0
     try:

@@ -13,7 +13,7 @@ which works for every conv model in the registry; ``layer`` names any other modu
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from imageclf.core.errors import ConfigError
 from imageclf.core.io import atomic_write_bytes
 from imageclf.data.transforms import batch_input
 from imageclf.evaluation.report.plots import feature_grid
+from imageclf.modelfile.predictor import ImageInput, Predictor, prepare_input
 from imageclf.models.heads import class_score, decide
 
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -46,7 +47,6 @@ class Explanation:
     image: np.ndarray
     layer: str
     explained: str = ""
-    extra: dict = field(default_factory=dict)
 
     def overlay(self, alpha: float = 0.45, min_size: int = 256, colormap: str = "jet") -> Image.Image:
         """The heatmap in colour over the image, RGB, scaled up to at least ``min_size`` px."""
@@ -125,26 +125,29 @@ def grad_cam(net: nn.Module, x: torch.Tensor, layer: nn.Module, target: int) -> 
     return (cam / top if top > 0 else cam).cpu().numpy().astype(np.float32)
 
 
-def _input(model, image) -> tuple[np.ndarray, torch.Tensor]:
-    arr = model.prepare(image)
+def _input(model: Predictor, image: ImageInput) -> tuple[np.ndarray, torch.Tensor]:
+    arr = prepare_input(image, model.preprocessing)
     return arr, batch_input(arr[None], model.preprocessing, model.device)
 
 
-def explain_image(model, image, layer: str | None = None) -> Explanation:
+def explain_image(model: Predictor, image: ImageInput, layer: str | None = None) -> Explanation:
     """Grad-CAM of the predicted class for one image (path, bytes, PIL image or array).
 
-    ``model`` is a :class:`~imageclf.inference.classifier.Classifier`; probabilities and the predicted
-    class come from its usual prediction path (threshold, temperature, test-time flips).
+    Probabilities and the predicted class come from ``model``'s usual prediction path
+    (threshold, temperature, test-time flips); the heatmap from its PyTorch network
+    (``model.model``, which says to load with backend='torch' where the backend has none).
     """
+    net = model.model
     arr, x = _input(model, image)
     probs = model.predict_arrays(np.array(arr[None]))[0]
     k = int(decide(probs[None], model.threshold)[0])
-    name, module = resolve_layer(model.model, layer)
-    heat = grad_cam(model.model, x, module, k)
+    name, module = resolve_layer(net, layer)
+    heat = grad_cam(net, x, module, k)
     return Explanation(heat, probs, model.classes[k], list(model.classes), arr, name, model.classes[k])
 
 
-def feature_maps(model, image, layers: list[str] | None = None) -> dict[str, np.ndarray]:
+def feature_maps(model: Predictor, image: ImageInput,
+                 layers: list[str] | None = None) -> dict[str, np.ndarray]:
     """Activations (C, h, w) of every conv and pooling layer (or ``layers``) for one image.
 
     Read after the forward pass: where an in-place ReLU follows a conv (the seed CNNs), the
@@ -178,10 +181,9 @@ def _stem_names(paths: list[str]) -> list[str]:
     return [f"{i:03d}_{s}" if clash else s for i, s in enumerate(stems)]
 
 
-def explain_files(model, paths: list[str], out_dir: str | Path, layer: str | None = None,
+def explain_files(model: Predictor, paths: list[str], out_dir: str | Path, layer: str | None = None,
                   with_feature_maps: bool = False, max_channels: int = 32) -> list[dict]:
     """Write ``<stem>_gradcam.png`` per image (and ``<stem>_features/NN_<layer>.png`` grids)."""
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -1,4 +1,5 @@
-"""ONNX export and the onnx backend: same probabilities as PyTorch, metadata, stale files, errors."""
+"""ONNX export and the onnx backend: same probabilities and logits as PyTorch, metadata, stale files,
+errors."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import shutil
 import numpy as np
 import pytest
 
-from imageclf.core.errors import ConfigError, ModelFileError
-from imageclf.inference.backends import OnnxClassifier, load_backend
+from imageclf.core.errors import ConfigError, ImageclfError, ModelFileError
+from imageclf.inference.backends import load_backend
+from imageclf.inference.classifier import Classifier
+from imageclf.inference.predictors import OnnxPredictor
 from imageclf.modelfile.onnx import export_onnx, onnx_bytes
 
 pytest.importorskip("onnxruntime")
@@ -47,7 +50,7 @@ def variant(model, **changes):
 ], ids=["plain", "tta+temperature", "normalised"])
 def test_onnx_gives_pytorch_probabilities_to_1e4(torch_model, test_images, changes):
     model = variant(torch_model, **changes)
-    onnx_model = OnnxClassifier(onnx_bytes(model), model.config, "mem")
+    onnx_model = OnnxPredictor(onnx_bytes(model), model.config, "mem")
     expected = model.predict_arrays(test_images)
     got = onnx_model.predict_arrays(test_images, batch_size=7)  # uneven batches: dynamic axis
     assert got.shape == expected.shape == (len(test_images), 2)
@@ -73,7 +76,7 @@ def test_exported_file_carries_its_preprocessing_and_decision(torch_model, tmp_p
     assert [o.name for o in proto.graph.output] == ["probs", "logits"]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     loaded = load_backend(path, "onnx")
-    assert loaded.classes == torch_model.classes and loaded.run_dir is None
+    assert loaded.classes == torch_model.classes and loaded.predictor.run_dir is None
     assert loaded.config.weights_sha256 == torch_model.config.weights_sha256
 
 
@@ -88,7 +91,7 @@ def test_run_folder_uses_its_model_onnx_only_while_it_is_current(trained_run, to
                                torch_model.predict_arrays(test_images), atol=1e-4)
     export_onnx(torch_model, run / "model.onnx")
     current = load_backend(run, "onnx")
-    assert current.session is not None and current.run_dir == str(run)
+    assert current.predictor.session is not None and current.predictor.run_dir == str(run)
     np.testing.assert_allclose(current.predict_arrays(test_images[:3]),
                                torch_model.predict_arrays(test_images[:3]), atol=1e-4)
 
@@ -108,6 +111,28 @@ def test_backend_errors(trained_run, tmp_path):
     bad.write_bytes(b"this is not a protobuf")
     with pytest.raises(ModelFileError, match="bad.onnx"):
         load_backend(bad, "onnx")
+
+
+
+def test_what_needs_the_pytorch_network_says_to_load_with_torch(trained_run, tiny_folders):
     onnx_model = load_backend(trained_run, "onnx")
-    with pytest.raises(Exception, match="ONNX Runtime"):
-        onnx_model.model(None)
+    assert onnx_model.backend == "onnx" and isinstance(onnx_model.predictor, OnnxPredictor)
+    image = sorted((tiny_folders / "test").rglob("*.png"))[0]
+    for use in (lambda: onnx_model.model, lambda: onnx_model.explain(image), onnx_model.summary,
+                lambda: onnx_bytes(onnx_model)):
+        with pytest.raises(ImageclfError, match="onnx backend .*load the model with backend='torch'") as info:
+            use()
+        assert "\n" not in str(info.value)
+    # Its PyTorch twin, loaded from the folder it came from (once), has the network.
+    twin = onnx_model.torch_predictor()
+    assert twin.backend == "torch" and twin is onnx_model.torch_predictor()
+    assert Classifier(twin).explain(image).heatmap.shape == (32, 32)
+
+
+def test_onnx_view_logits_are_the_pytorch_ones(torch_model, test_images):
+    """What temperature scaling fits: the same views, in the same order, on either backend."""
+    model = variant(torch_model, tta=["hflip", "vflip"])
+    onnx_model = Classifier(OnnxPredictor(onnx_bytes(model), model.config, "mem"))
+    expected = model.view_logits(test_images, batch_size=9)
+    assert expected.shape == (3, len(test_images), 1)
+    np.testing.assert_allclose(onnx_model.view_logits(test_images, batch_size=7), expected, atol=1e-4)

@@ -1,36 +1,32 @@
-"""A loaded model: ``imageclf.load(RUN)`` -> :class:`Classifier` with ``predict`` and ``evaluate``."""
+"""A loaded model: ``imageclf.load(RUN)`` -> :class:`Classifier` with ``predict``, ``evaluate``,
+``explain`` and ``summary``."""
 
 from __future__ import annotations
 
 import csv
 import glob
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from torch import nn
 
 from imageclf.core.errors import BadImageError, ImageclfError
 from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.cache import decode_paths
-from imageclf.data.images import ImageSource, is_image_file, load_image, prepare_array
-from imageclf.data.transforms import batch_input
-from imageclf.evaluation.evaluate import evaluate
-from imageclf.evaluation.explain import explain_image
-from imageclf.evaluation.summary import summarize
-from imageclf.inference.forward import (
-    FREEZE_MIN_IMAGES,
-    auto_batch_size,
-    optimize_for_inference,
-    optimize_mode,
-    predict_probs,
-    resolve_device,
-)
-from imageclf.modelfile.artifact import ModelConfig, build_model, check_weights, load_weights, read_config
+from imageclf.data.images import Preprocessing, is_image_file
+from imageclf.data.sources import Dataset
+from imageclf.evaluation.evaluate import EvaluationResult, evaluate
+from imageclf.evaluation.explain import Explanation, explain_image
+from imageclf.evaluation.summary import ModelSummary, summarize
+from imageclf.inference.forward import FREEZE_MIN_IMAGES, auto_batch_size
+from imageclf.inference.predictors import TorchPredictor
+from imageclf.modelfile.artifact import ModelConfig
+from imageclf.modelfile.predictor import ImageInput, Predictor, prepare_input
 from imageclf.models.heads import decide
 
 
@@ -67,7 +63,6 @@ class Predictions:
         for row in self.rows():
             writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
         if path is not None:
-
             atomic_write_text(path, buf.getvalue())
         return buf.getvalue()
 
@@ -96,76 +91,83 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
 
 
 class Classifier:
-    """A trained model with its preprocessing, classes and decision threshold."""
+    """A trained model with its preprocessing, classes and decision threshold, and the verbs on it.
 
-    def __init__(self, model: torch.nn.Module, config: ModelConfig, device: torch.device,
-                 source: str = "") -> None:
-        self.model = model.eval()
-        self.config = config
-        self.device = device
-        self.source = source
-        # auto: a frozen oneDNN graph for CPU jobs of FREEZE_MIN_IMAGES or more; none, freeze,
-        # compile. An optimised graph is only used when it gives the eager outputs to 1e-5.
-        self.optimize = "auto"
-        self._fast: dict[tuple, torch.nn.Module] = {}
+    The forward pass is its ``predictor``'s: a :class:`~imageclf.inference.predictors.TorchPredictor`
+    (what :meth:`load` gives) or an :class:`~imageclf.inference.predictors.OnnxPredictor`
+    (``load_backend(RUN, "onnx")``). A Classifier is a :class:`~imageclf.modelfile.predictor.Predictor`
+    itself, answering from the one it holds, so evaluate, calibrate, export and the server take it.
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> Classifier:
-        """Load a model folder, checking it fully first (see :mod:`imageclf.modelfile.artifact`)."""
-        config = read_config(run_dir)
-        check_weights(run_dir, config, build_model)  # before building: a crafted config costs nothing
-        model = build_model(config)
-        load_weights(run_dir, model, config, checked=True)
-        dev = resolve_device(device)
-        model = model.to(dev).to(memory_format=torch.channels_last)
-        return cls(model, config, dev, str(run_dir))
+        """Load a model folder on PyTorch, checked fully first (:mod:`imageclf.modelfile.artifact`)."""
+        return cls(TorchPredictor.load(run_dir, device))
+
+    @property
+    def backend(self) -> str:
+        return self.predictor.backend
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.predictor.config
+
+    @property
+    def source(self) -> str:
+        return self.predictor.source
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
+
+    @property
+    def optimize(self) -> str:
+        """auto (a frozen oneDNN graph for CPU jobs of 2,048 images or more), none, freeze or compile."""
+        return self.predictor.optimize
+
+    @optimize.setter
+    def optimize(self, mode: str) -> None:
+        self.predictor.optimize = mode
 
     @property
     def classes(self) -> list[str]:
-        return self.config.classes
+        return self.predictor.classes
 
     @property
-    def preprocessing(self):
-        return self.config.preprocessing
+    def preprocessing(self) -> Preprocessing:
+        return self.predictor.preprocessing
 
     @property
     def threshold(self) -> float:
-        return self.config.threshold
+        return self.predictor.threshold
 
-    def predict_arrays(self, images: np.ndarray, batch_size: int | None = None, on_batch=None) -> np.ndarray:
-        """Probabilities (N, K) for preprocessed (N, H, W, C) uint8 images.
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch network; :class:`~imageclf.core.errors.ImageclfError` on a backend without one."""
+        return self.predictor.model
 
-        ``batch_size`` None: chosen for the device (:func:`~imageclf.inference.forward.auto_batch_size`).
-        """
-        pre = self.preprocessing
-        batch_size = batch_size or auto_batch_size(pre, self.device)
-        network = self._network(images[:batch_size], len(images))
-        return predict_probs(network, images, pre, device=self.device,
-                             batch_size=batch_size, tta=self.config.tta,
-                             temperature=self.config.temperature, on_batch=on_batch)
+    def predict_arrays(self, images: np.ndarray, batch_size: int | None = None,
+                       on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Probabilities (N, K) for preprocessed (N, H, W, C) uint8 images; ``batch_size`` None:
+        the predictor's choice (for PyTorch, :func:`~imageclf.inference.forward.auto_batch_size`)."""
+        return self.predictor.predict_arrays(images, batch_size, on_batch)
 
-    def _network(self, first: np.ndarray, n_images: int) -> torch.nn.Module:
-        """The eager network, or its optimised graph (built once, on the first large job)."""
-        mode = optimize_mode(self.optimize, self.device, n_images)
-        if self.optimize == "auto" and ("freeze", first.shape[1:]) in self._fast:
-            mode = "freeze"  # built for an earlier large job: small ones use it too
-        if mode == "none" or len(first) == 0:
-            return self.model
-        key = (mode, first.shape[1:])
-        if key not in self._fast:
-            x = batch_input(first, self.preprocessing, self.device)
-            self._fast[key] = optimize_for_inference(self.model, x, mode)
-        return self._fast[key]
+    def view_logits(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Raw logits (views, N, outputs) of the test-time views, the plain image first."""
+        return self.predictor.view_logits(images, batch_size)
 
-    def prepare(self, image: ImageSource | np.ndarray | Image.Image) -> np.ndarray:
+    def torch_predictor(self) -> Predictor:
+        """This model where it runs on PyTorch; else the predictor's PyTorch twin (see
+        :meth:`~imageclf.modelfile.predictor.Predictor.torch_predictor`)."""
+        twin = self.predictor.torch_predictor()
+        return self if twin is self.predictor else twin
+
+    def prepare(self, image: ImageInput) -> np.ndarray:
         """One image (path, bytes, PIL image or array) as the model's uint8 input."""
-        if isinstance(image, np.ndarray):
-            return prepare_array(image, self.preprocessing)
-        if isinstance(image, Image.Image):
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            return load_image(buf.getvalue(), self.preprocessing)
-        return load_image(image, self.preprocessing)
+        return prepare_input(image, self.preprocessing)
 
     def predict(self, inputs: str | Path | Sequence, batch_size: int | None = None, skip_bad: bool = False,
                 workers: int | None = None, reporter: Reporter = QUIET) -> Predictions:
@@ -208,23 +210,24 @@ class Classifier:
             probs = self.predict_arrays(batch, batch_size, on_batch=bar.advance)
         return Predictions(kept, probs, self.classes, self.threshold, [])
 
-    def evaluate(self, data, split: str | None = None, **kwargs):
+    def evaluate(self, data: str | Path | Dataset, split: str | None = None, **kwargs) -> EvaluationResult:
         """Evaluate on a dataset (path or :class:`~imageclf.data.sources.Dataset`); see
         :mod:`imageclf.evaluation.evaluate`."""
         return evaluate(self, data, split=split, **kwargs)
 
-    def explain(self, image, layer: str | None = None):
+    def explain(self, image: ImageInput, layer: str | None = None) -> Explanation:
         """Grad-CAM of the predicted class for one image; see
-        :func:`imageclf.evaluation.explain.explain_image`."""
+        :func:`imageclf.evaluation.explain.explain_image`. Needs the PyTorch network: on another
+        backend, an :class:`~imageclf.core.errors.ImageclfError` says to load with backend='torch'."""
         return explain_image(self, image, layer)
 
-    def summary(self):
+    def summary(self) -> ModelSummary:
         """Keras-style layer table (print it); ``.draw(path)`` draws the diagram
-        (:mod:`imageclf.evaluation.summary`)."""
+        (:mod:`imageclf.evaluation.summary`). Needs the PyTorch network, as :meth:`explain` does."""
         pre = self.preprocessing
         return summarize(self.model, (pre.channels, *pre.size), self.config.name or self.config.architecture)
 
     def __repr__(self) -> str:
         pre = self.preprocessing
-        return (f"Classifier({self.config.architecture}, classes={self.classes}, "
+        return (f"Classifier({self.config.architecture}, backend={self.backend}, classes={self.classes}, "
                 f"input={pre.size[0]}x{pre.size[1]}x{pre.channels}, threshold={self.threshold})")

@@ -1,14 +1,13 @@
 """The one forward path from cached uint8 images to class probabilities.
 
-Validation during training, ``evaluate``, ``predict`` and the server all come here, so a
+Validation during training, ``evaluate``, ``predict`` and the server all come here (the
+PyTorch predictor, :class:`~imageclf.inference.predictors.TorchPredictor`, runs it), so a
 probability means the same thing everywhere.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -20,25 +19,12 @@ from imageclf.data.images import Preprocessing
 from imageclf.data.transforms import batch_input, tta_views
 from imageclf.models.heads import logits_to_probs
 
-# A CPU training step allocates and frees large activations (32 MB for xray-5block's first
-# layer at 128 px, batch 16); glibc returns them to the kernel each time, so every step
-# faults them in again 4 KB at a time. PyTorch's THP_MEM_ALLOC_ENABLE backs allocations of
-# 2 MB or more with transparent huge pages instead: 18,000 -> 1,900 page faults per step and
-# ~30% more images per CPU-second (BENCHMARKS.md, Speed). PyTorch reads it at the process'
-# first large allocation, hence here, on import; a value the user set (0: off) is kept.
-if sys.platform.startswith("linux"):
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; anything else is passed to torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def auto_batch_size(pre: Preprocessing, device: torch.device) -> int:
@@ -149,3 +135,16 @@ def predict_probs(
     if not out:
         return np.zeros((0, 2), np.float32)
     return torch.cat(out).numpy()
+
+
+@torch.inference_mode()
+def view_logits(model: nn.Module, images, pre: Preprocessing, *, device: torch.device,
+                batch_size: int = 128, tta: Sequence[str] = ()) -> np.ndarray:
+    """Raw logits (views, N, outputs) for (N, H, W, C) uint8 images: the views that
+    :func:`forward_probs` averages, in its order (the plain image first)."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = batch_input(images[start:start + batch_size], pre, device)
+        out.append(torch.stack([model(v).float() for v in tta_views(x, tta)]).cpu())
+    return torch.cat(out, 1).numpy()

@@ -30,6 +30,16 @@ from imageclf.models import create_model
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# The rest of a training run's folder, written by imageclf.training.run.RunDir. Named here,
+# beside the model file, so that evaluation (below training) and bench read the same names.
+RECIPE_FILE = "recipe.yaml"  # the resolved recipe, trainable again
+HISTORY_FILE = "history.csv"  # one row per epoch
+METRICS_FILE = "metrics.json"  # the final validation figures
+TRAIN_HASHES_FILE = "train_hashes.npy"  # hashes of the decoded training images (overlap check)
+CHECKPOINT_FILE = "checkpoint.safetensors"  # everything --resume needs
+CV_FILE = "cv.json"  # --folds: each fold's figures, their mean and std
+TUNE_FILE = "tune.json"  # imageclf tune: every trial
+BEST_RECIPE_FILE = "best.yaml"  # imageclf tune: the best trial's recipe
 FORMAT = "imageclf-model"
 FORMAT_VERSION = 1
 # A model input larger than this per side is no radiograph model: a crafted config asking

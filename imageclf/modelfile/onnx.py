@@ -43,7 +43,7 @@ class _Exported(nn.Module):
     def __init__(self, model: nn.Module, tta: list[str], temperature: float) -> None:
         super().__init__()
         self.model = model
-        # Flip dims of an NCHW tensor: width is 3, height is 2 (as inference.forward_probs).
+        # Flip dims of an NCHW tensor: width is 3, height is 2 (as data.transforms.tta_views).
         self.flips = [3 for t in tta if t == "hflip"] + [2 for t in tta if t == "vflip"]
         self.temperature = float(temperature)
 

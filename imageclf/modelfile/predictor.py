@@ -8,21 +8,51 @@ neither side imports the other's concrete classes.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+import torch
+from PIL import Image
 from torch import nn
 
-from imageclf.data.images import Preprocessing
+from imageclf.data.images import ImageSource, Preprocessing, load_image, prepare_array
 from imageclf.modelfile.artifact import ModelConfig
+
+ImageInput = ImageSource | np.ndarray | Image.Image  # one image, as prepare_input takes it
 
 
 class Predictor(Protocol):
-    """A model file made runnable: probabilities for preprocessed images, and what they mean."""
+    """A model file made runnable: probabilities for preprocessed images, and what they mean.
 
-    config: ModelConfig
-    source: str
+    Images are (N, H, W, C) uint8 arrays as :func:`prepare_input` (or the disk cache) gives
+    them; the predictor applies normalisation, test-time flips and temperature itself.
+    """
+
+    @property
+    def backend(self) -> str:
+        """What runs the forward pass: ``torch`` or ``onnx`` (ONNX Runtime)."""
+        ...
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model file's ``config.json``; calibration sets its temperature in place."""
+        ...
+
+    @property
+    def source(self) -> str:
+        """Where it was loaded from: a model folder, an ``.onnx`` file, or a label (``mem``)."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where the forward pass runs (always the CPU for ONNX Runtime)."""
+        ...
+
+    # auto, none, freeze or compile (see inference.forward.optimize_mode); a PyTorch setting,
+    # which ONNX Runtime, optimising its session itself, keeps and ignores.
+    optimize: str
 
     @property
     def classes(self) -> list[str]: ...
@@ -35,11 +65,36 @@ class Predictor(Protocol):
 
     @property
     def model(self) -> nn.Module:
-        """The PyTorch network; raises :class:`~imageclf.core.errors.ImageclfError` saying so
-        where the backend has none (ONNX Runtime)."""
+        """The PyTorch network (Grad-CAM, the layer summary and ONNX export need it); raises
+        :class:`~imageclf.core.errors.ImageclfError` saying so where the backend has none."""
         ...
 
     def predict_arrays(self, images: np.ndarray, batch_size: int | None = None,
                        on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Probabilities (N, K) for preprocessed (N, H, W, C) uint8 images."""
+        """Probabilities (N, K) for preprocessed (N, H, W, C) uint8 images; ``batch_size``
+        None leaves it to the predictor; ``on_batch(n)`` after each forward pass."""
         ...
+
+    def view_logits(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Raw logits (views, N, outputs) of the model's test-time views, the plain image
+        first: what temperature scaling fits."""
+        ...
+
+    def torch_predictor(self) -> Predictor:
+        """A predictor of the same model that has its PyTorch network: this one where it
+        does, else one loaded from the model folder this one came from; raises
+        :class:`~imageclf.core.errors.ImageclfError` where there is none (a bare ``.onnx`` file)."""
+        ...
+
+
+def prepare_input(image: ImageInput, pre: Preprocessing) -> np.ndarray:
+    """One image (path, bytes, PIL image or array) as a predictor's (H, W, C) uint8 input."""
+    if isinstance(image, np.ndarray):
+        return prepare_array(image, pre)
+    if isinstance(image, Image.Image):
+        # Through PNG, not np.asarray: that would give a palette image's indices and a CMYK
+        # image's four planes; load_image converts them as it would the same picture's file.
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return load_image(buf.getvalue(), pre)
+    return load_image(image, pre)

@@ -1,6 +1,6 @@
 """Model architectures, each registered by name (see :mod:`imageclf.models.registry`)."""
 
-from imageclf.models import modern, resnets, seed_cnns, wide_resnet  # noqa: F401  (registers the networks)
+from imageclf.models import modern, resnets, seed_cnns, timm_nets, wide_resnet  # noqa: F401  (registers)
 from imageclf.models.registry import (
     ModelEntry,
     check_forward,

@@ -53,7 +53,19 @@ class Recipe:
     seed_article: str | None = None
     article_classes: int = 2  # the article's class count: only for listing parameter counts
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained: str | None = None  # a local weights file to start from (imageclf.training.pretrained)
+    # Weights to start from: "imagenet" (the weights registered for ``model``), a registered name
+    # ("efficientnet_lite0.imagenet", see imageclf.models.weights) or a local weights file.
+    pretrained: str | None = None
+    # Fine-tuning a pretrained network (fastai's fine_tune): the first ``freeze_epochs`` train the
+    # new head alone; then every layer, block groups further from the head at lr * layer_decay ** depth.
+    freeze_epochs: int = 0
+    layer_decay: float | None = None
+    # BatchNorm layers keep their pretrained statistics (eval mode) while the weights train: batches
+    # of 16-32 images give noisy statistics that undo what ImageNet taught them.
+    freeze_bn: bool = False
+    # A linear probe: the pretrained backbone stays frozen; its features are computed once per image
+    # and a logistic-regression head is fitted on them (seconds, not epochs).
+    probe: bool = False
     # Input
     img_size: int | list[int] = 128
     channels: int = 1
@@ -101,6 +113,11 @@ class Recipe:
         unknown_tta = sorted(set(self.tta) - {"hflip", "vflip"})
         if unknown_tta:
             raise ConfigError(f"unknown test-time augmentations {unknown_tta} (known: hflip, vflip)")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.freeze_epochs < 0 or self.freeze_epochs >= self.epochs and self.freeze_epochs:
+            raise ConfigError(f"freeze_epochs must be from 0 to epochs - 1 ({self.epochs - 1}), "
+                              f"got {self.freeze_epochs}")
         for name in ("batch_size", "epochs"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

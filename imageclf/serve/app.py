@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import io
 import json
 import logging
@@ -30,9 +29,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from imageclf.core.errors import ImageclfError
+from imageclf.core.runtime import configure_process
 from imageclf.core.version import __version__
-from imageclf.inference.backends import OnnxClassifier, load_backend
-from imageclf.inference.classifier import Classifier
+from imageclf.evaluation.explain import explain_image
+from imageclf.inference.backends import load_backend
+from imageclf.modelfile.predictor import Predictor
 from imageclf.models.heads import decide
 from imageclf.serve.assets import Assets
 from imageclf.serve.batcher import MicroBatcher
@@ -70,20 +71,18 @@ def error_response(err: ApiError) -> JSONResponse:
 class ServerState:
     """The one loaded model and everything shared between requests."""
 
-    def __init__(self, model: Classifier, settings: ServeSettings) -> None:
+    def __init__(self, model: Predictor, settings: ServeSettings) -> None:
         self.model = model
         self.settings = settings
-        self.backend = "onnx" if isinstance(model, OnnxClassifier) else "torch"
         self.batcher = MicroBatcher(model.predict_arrays, settings.max_batch, settings.max_wait_ms / 1000)
         self.decoders = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="imageclf-decode")
         self.in_flight = 0
         self.started = time.monotonic()
-        self._explain_model: Classifier | None = None
 
     def model_info(self) -> dict:
         cfg = self.model.config
         return {"name": cfg.name or cfg.architecture, "architecture": cfg.architecture,
-                "version": cfg.weights_sha256[:12], "created": cfg.created, "backend": self.backend}
+                "version": cfg.weights_sha256[:12], "created": cfg.created, "backend": self.model.backend}
 
     @contextlib.contextmanager
     def admit(self):
@@ -127,16 +126,15 @@ class ServerState:
         jobs = [loop.run_in_executor(self.decoders, decode_upload, u, pre, max_pixels) for u in uploads]
         return np.stack(await asyncio.gather(*jobs))
 
-    def explain_model(self) -> Classifier:
-        """The PyTorch model Grad-CAM needs: the served one, or loaded beside an ONNX one."""
-        if not isinstance(self.model, OnnxClassifier):
-            return self.model
-        if self._explain_model is None:
-            if not self.model.run_dir:
-                raise ApiError(501, "explain_unavailable", "heatmaps need the PyTorch model; this "
-                               "server runs a bare .onnx file (serve the model folder instead)")
-            self._explain_model = Classifier.load(self.model.run_dir, device="cpu")
-        return self._explain_model
+    def explain_model(self) -> Predictor:
+        """What Grad-CAM runs on: the served model where it has its PyTorch network, else that
+        network loaded beside it from the model folder (once, on the CPU)."""
+        try:
+            return self.model.torch_predictor()
+        except ImageclfError as exc:
+            log.warning("heatmaps unavailable: %s", exc)  # the reason names server paths: logged only
+            raise ApiError(501, "explain_unavailable", "heatmaps need the model's PyTorch network, which "
+                           "this server cannot load: serve the model folder, not a bare .onnx file") from None
 
     def predict_answer(self, uploads: list[Upload], probs: np.ndarray, timing: dict) -> dict:
         classes = self.model.classes
@@ -149,33 +147,27 @@ class ServerState:
                 "predictions": preds, "timing_ms": {k: round(v * 1000, 2) for k, v in timing.items()}}
 
 
-def _explain_function():
-    """``imageclf.evaluation.explain.explain_image``, or a 501 while that capability is not installed."""
-    try:
-        module = importlib.import_module("imageclf.evaluation.explain")
-        return module.explain_image
-    except (ImportError, AttributeError) as exc:
-        raise ApiError(501, "explain_unavailable",
-                       f"heatmaps are not available in this installation ({exc})") from None
-
-
-def _run_explain(explain_image, model: Classifier, image: np.ndarray, layer: str | None):
+def _run_explain(model: Predictor, image: np.ndarray, layer: str | None) -> tuple[bytes, np.ndarray, str]:
     expl = explain_image(model, image, layer=layer)
     return expl.overlay_png(), np.asarray(expl.probs, dtype=np.float64).reshape(-1), expl.predicted
 
 
-def _load(model_or_run, settings: ServeSettings) -> Classifier:
-    if isinstance(model_or_run, Classifier):
-        return model_or_run
-    return load_backend(Path(model_or_run), settings.backend)
+def _load(model_or_run: Predictor | str | Path, settings: ServeSettings) -> Predictor:
+    if isinstance(model_or_run, str | Path):
+        return load_backend(Path(model_or_run), settings.backend)
+    return model_or_run
 
 
-def create_app(model_or_run: Classifier | str | Path, settings: ServeSettings | None = None) -> FastAPI:
-    """The serving app for a loaded model or a model folder (loaded once, here).
+def create_app(model_or_run: Predictor | str | Path, settings: ServeSettings | None = None) -> FastAPI:
+    """The serving app for a loaded model (a Classifier, say) or a model folder (loaded once, here).
+
+    Serving is a process imageclf runs, so this makes its process settings first
+    (:func:`~imageclf.core.runtime.configure_process`), before the model's first allocations.
 
     >>> app = create_app("runs/xray", ServeSettings(max_upload_mb=10))   # doctest: +SKIP
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)                     # doctest: +SKIP
     """
+    configure_process()
     settings = settings or ServeSettings()
     state = ServerState(_load(model_or_run, settings), settings)
     pre = state.model.preprocessing
@@ -224,7 +216,7 @@ def create_app(model_or_run: Classifier | str | Path, settings: ServeSettings | 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health() -> dict:
         """Liveness and load: requests in progress, batches and images served."""
-        return {"status": "ok", "backend": state.backend, "in_flight": state.in_flight,
+        return {"status": "ok", "backend": state.model.backend, "in_flight": state.in_flight,
                 "max_queue": settings.max_queue, "batches": state.batcher.batches,
                 "images": state.batcher.images, "uptime_s": round(time.monotonic() - state.started, 1)}
 
@@ -265,7 +257,6 @@ def create_app(model_or_run: Classifier | str | Path, settings: ServeSettings | 
               response_class=Response, openapi_extra=EXPLAIN_BODY, tags=["inference"])
     async def explain(request: Request, layer: str | None = None) -> Response:
         """Grad-CAM heatmap over one image, as a PNG; the prediction is in X-Imageclf-Prediction."""
-        explain_image = _explain_function()
         with state.admit():
             phase: dict = {}
 
@@ -274,12 +265,10 @@ def create_app(model_or_run: Classifier | str | Path, settings: ServeSettings | 
                 image = (await state.decode(uploads))[0]
                 model = await state.batcher.run_exclusive(state.explain_model)
                 try:
-                    png, probs, predicted = await state.batcher.run_exclusive(
-                        _run_explain, explain_image, model, image, layer)
+                    png, probs, label = await state.batcher.run_exclusive(_run_explain, model, image, layer)
                 except ImageclfError as exc:
                     raise ApiError(400, "bad_explain_request", str(exc)) from None
                 classes = state.model.classes
-                label = classes[predicted] if isinstance(predicted, int | np.integer) else str(predicted)
                 # ASCII JSON (json escapes non-ASCII class names), as HTTP headers must be.
                 summary = json.dumps({"class": label, "probabilities": {
                     c: round(float(p), 6) for c, p in zip(classes, probs)}})

@@ -13,7 +13,6 @@ import httpx
 import numpy as np
 import pytest
 
-from imageclf.inference.backends import OnnxClassifier
 from imageclf.inference.classifier import Classifier
 from imageclf.serve import ServeSettings, create_app
 from imageclf.serve.batcher import MicroBatcher
@@ -23,7 +22,7 @@ class GatedModel(Classifier):
     """The served model, but each forward pass waits for ``gate`` and records its batch size."""
 
     def __init__(self, inner: Classifier) -> None:
-        super().__init__(inner.model, inner.config, inner.device, inner.source)
+        super().__init__(inner.predictor)
         self.gate = threading.Event()
         self.gate.set()
         self.batch_sizes: list[int] = []
@@ -183,21 +182,34 @@ def test_batcher_alone_splits_nothing_and_skips_abandoned_requests():
     assert sum(seen) == 6 and max(seen) <= 4  # the cancelled image never ran
 
 
-def test_onnx_backend_serves_the_same_answers(served_model, png_bytes):
+def test_onnx_backend_serves_the_same_answers(served_model, trained_run, png_bytes):
     pytest.importorskip("onnxruntime")
+    from imageclf.inference.backends import load_backend
+    from imageclf.inference.predictors import OnnxPredictor
     from imageclf.modelfile.onnx import onnx_bytes
 
-    onnx_model = OnnxClassifier(onnx_bytes(served_model), served_model.config, "mem")
-    answers = []
-    for model in (served_model, onnx_model):
+    # A bare predictor (no Classifier around it), from bytes as from a bare .onnx file: no folder.
+    bare = OnnxPredictor(onnx_bytes(served_model), served_model.config, "mem")
+    upload = [("file", ("a.png", png_bytes, "image/png"))]
+    models = {"torch": served_model, "bare": bare, "folder": load_backend(trained_run, "onnx")}
+    answers, heatmaps = [], {}
+    for name, model in models.items():
         app = create_app(model, ServeSettings())
 
         async def scenario(client, state):
-            return await client.post("/predict", files=files(png_bytes, 3))
+            return (await client.post("/predict", files=files(png_bytes, 3)),
+                    await client.post("/explain", files=upload))
 
-        r = run(app, scenario)
-        assert r.status_code == 200
-        answers.append([list(p["probabilities"].values()) for p in r.json()["predictions"]])
-        backend = r.json()["model"]["backend"]
-    assert backend == "onnx"
+        predicted, explained = run(app, scenario)
+        assert predicted.status_code == 200
+        answers.append([list(p["probabilities"].values()) for p in predicted.json()["predictions"]])
+        assert predicted.json()["model"]["backend"] == ("torch" if name == "torch" else "onnx")
+        heatmaps[name] = explained
     np.testing.assert_allclose(answers[0], answers[1], atol=1e-4)
+    np.testing.assert_allclose(answers[0], answers[2], atol=1e-4)
+    # Grad-CAM needs the PyTorch network: loaded beside an ONNX model from its folder, absent for
+    # a bare file (501, without the server's paths).
+    assert heatmaps["torch"].status_code == heatmaps["folder"].status_code == 200
+    assert heatmaps["folder"].content == heatmaps["torch"].content
+    assert heatmaps["bare"].status_code == 501 and heatmaps["bare"].json()["code"] == "explain_unavailable"
+    assert "bare .onnx" in heatmaps["bare"].json()["error"]

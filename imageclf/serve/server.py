@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from imageclf.modelfile.predictor import Predictor
 from imageclf.serve.app import create_app
 from imageclf.serve.settings import ServeSettings
 
@@ -33,13 +34,14 @@ def return_large_buffers_to_os(threshold: int = 1 << 20) -> bool:
         return False
 
 
-def run_server(model_or_run, settings: ServeSettings | None = None, host: str = "127.0.0.1",
-               port: int = 8000, log_level: str = "info") -> None:
-    """Load the model, then serve it until interrupted (Ctrl-C)."""
+def run_server(model_or_run: Predictor | str | Path, settings: ServeSettings | None = None,
+               host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Load the model (``create_app`` makes the process settings first), then serve it until
+    interrupted (Ctrl-C)."""
     import uvicorn
 
     return_large_buffers_to_os()
-    app = create_app(Path(model_or_run) if isinstance(model_or_run, str) else model_or_run, settings)
+    app = create_app(model_or_run, settings)
     # The request timeout and the queue limit are the app's own (ServeSettings); uvicorn
     # only closes idle keep-alive connections quickly.
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,

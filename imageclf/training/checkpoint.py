@@ -15,8 +15,7 @@ from safetensors import safe_open
 
 from imageclf.core.errors import ImageclfError
 from imageclf.core.io import atomic_save_safetensors
-
-CHECKPOINT_FILE = "checkpoint.safetensors"
+from imageclf.modelfile.artifact import CHECKPOINT_FILE
 
 
 def _flatten_optimizer(state: dict, tensors: dict[str, torch.Tensor]) -> dict:

@@ -7,28 +7,29 @@ always give the same folds. Fold k trains on the other K - 1 folds and validates
 fold k, into ``RUN/fold-k/`` (an ordinary model folder); ``RUN/cv.json`` holds each
 fold's validation figures and their mean and standard deviation (sample std, ddof 1).
 An interrupted cross-validation continues with ``--resume``: finished folds are kept,
-a half-trained one is resumed. ``imageclf ensemble RUN/fold-*/ --out RUN/ensemble``
-then averages the K models.
+a half-trained one is resumed. Every fold trains with the same :class:`TrainOptions`.
+``imageclf ensemble RUN/fold-*/ --out RUN/ensemble`` then averages the K models.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from imageclf.core.errors import ConfigError, DataError
 from imageclf.core.io import atomic_write_text
-from imageclf.core.progress import Reporter
 from imageclf.data.sources import Dataset, Split, open_dataset
-from imageclf.modelfile.artifact import CONFIG_FILE
+from imageclf.modelfile.artifact import CV_FILE
 from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
-from imageclf.training.checkpoint import CHECKPOINT_FILE
-from imageclf.training.loop import TrainOptions, fit
+from imageclf.training.loop import fit
+from imageclf.training.options import TrainOptions
+from imageclf.training.run import RunDir, default_run_dir
 
 FIGURES = ("val_loss", "val_accuracy", "val_auc", "best_epoch")
 
@@ -97,51 +98,53 @@ def _stats(folds: list[dict]) -> tuple[dict, dict]:
     return mean, std
 
 
-def cross_validate(data: str | Path | Dataset, recipe: str | Recipe, out: str | Path | None, folds: int = 5,
-                   *, device: str = "auto", resume: bool = False, force: bool = False,
-                   skip_bad: bool = False, class_names: list[str] | None = None, cache: str = "auto",
-                   cache_dir: str | None = None, workers: int | None = None, quiet: bool = True,
-                   **overrides) -> CrossValidation:
+def cross_validate(data: str | Path | Dataset, recipe: str | Path | Recipe, out: str | Path | None,
+                   folds: int = 5, options: TrainOptions | None = None,
+                   **overrides: Any) -> CrossValidation:
     """Train ``folds`` models on stratified folds of ``data`` into ``out/fold-k``; see the module doc.
+
+    ``options`` say how each fold trains (its ``resume`` and ``force`` also decide which folds
+    are kept); ``overrides`` change the recipe.
 
     >>> cv = cross_validate("xrays.npz", "xray-fast", "runs/cv", folds=5)  # doctest: +SKIP
     >>> cv.mean["val_auc"], cv.std["val_auc"]                                          # doctest: +SKIP
     """
+    options = options or TrainOptions()
     if folds < 2:
         raise ConfigError(f"--folds needs at least 2 folds, got {folds}")
     resolved = resolve_recipe(recipe, overrides)
-    ds = data if isinstance(data, Dataset) else open_dataset(data, class_names)
+    ds = data if isinstance(data, Dataset) else open_dataset(data, options.class_names)
     pool = cv_pool(ds)
     smallest = int(np.bincount(pool.labels, minlength=ds.num_classes).min())
     if smallest < folds:
         raise DataError(f"{ds.source}: a class has only {smallest} images, fewer than {folds} folds")
-    out = Path(out) if out else Path("runs") / f"{resolved.name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out.exists() and any(out.iterdir()) and not (force or resume):
+    out = Path(out) if out else default_run_dir(resolved.name, "cv")
+    if out.exists() and any(out.iterdir()) and not (options.force or options.resume):
         raise ConfigError(f"{out}: already exists and is not empty; use --force to overwrite it "
                           "or --resume to continue its folds")
     out.mkdir(parents=True, exist_ok=True)
     assignment = fold_assignment(pool.labels, folds, resolved.carve_seed)
-    reporter = Reporter(quiet=quiet)
+    reporter = options.reporter()
     rows = []
     for k in range(folds):
-        run = out / f"fold-{k + 1}"
+        run = RunDir(out / f"fold-{k + 1}")
         fold_ds = Dataset(ds.source, ds.kind, ds.classes, {
             "train": pool.subset(np.flatnonzero(assignment != k), "train"),
             "val": pool.subset(np.flatnonzero(assignment == k), "val")})
-        done = (run / CONFIG_FILE).is_file() and (run / "metrics.json").is_file()
+        done = run.finished()
         t0 = time.perf_counter()
-        if done and resume and not force:
-            metrics = json.loads((run / "metrics.json").read_text())
+        if done and options.resume and not options.force:
+            metrics = run.metrics()
             reporter.print(f"fold {k + 1}/{folds}: already trained, kept")
         else:
             reporter.print(f"[bold]fold {k + 1}/{folds}[/bold]: train {len(fold_ds.splits['train'])} / "
                            f"val {len(fold_ds.splits['val'])}")
-            partial = resume and (run / CHECKPOINT_FILE).is_file() and not done
-            options = TrainOptions(device=device, resume=partial, force=force or (resume and not partial),
-                                   skip_bad=skip_bad, class_names=class_names, cache=cache,
-                                   cache_dir=cache_dir, workers=workers, reporter=reporter)
-            metrics = fit(fold_ds, None if partial else resolved, run, options).config.metrics
-        rows.append({"fold": k + 1, "path": str(run), **{n: metrics.get(n) for n in FIGURES},
+            partial = options.resume and run.has_checkpoint() and not done
+            # Under --resume a fold without a checkpoint starts afresh over whatever its folder holds.
+            fold_options = replace(options, resume=partial,
+                                   force=options.force or (options.resume and not partial))
+            metrics = fit(fold_ds, resolved, run.path, fold_options, overrides=overrides).metrics
+        rows.append({"fold": k + 1, "path": str(run.path), **{n: metrics.get(n) for n in FIGURES},
                      "train_images": metrics.get("train_images"), "val_images": metrics.get("val_images"),
                      "seconds": round(time.perf_counter() - t0, 1)})
         _write(out, rows, resolved, folds)
@@ -155,4 +158,4 @@ def _write(out: Path, rows: list[dict], recipe: Recipe, k: int, mean: dict | Non
            std: dict | None = None) -> None:
     d = {"k": k, "seed": recipe.seed, "recipe": recipe.name, "folds": rows,
          "mean": mean, "std": std, "complete": mean is not None}
-    atomic_write_text(out / "cv.json", json.dumps(d, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(out / CV_FILE, json.dumps(d, indent=2, allow_nan=True) + "\n")

@@ -11,9 +11,11 @@ import imageclf
 from imageclf.cli import main
 from imageclf.core.errors import ImageclfError
 from imageclf.training.folds import cross_validate, fold_assignment
+from imageclf.training.options import TrainOptions
 
 # steps_per_epoch 'none' (a None override is ignored): whole passes over the tiny data.
 FAST = dict(img_size=32, channels=1, epochs=1, steps_per_epoch="none", batch_size=32)
+CPU = TrainOptions(device="cpu")
 
 
 def test_folds_are_stratified_and_reproducible():
@@ -30,7 +32,7 @@ def test_folds_are_stratified_and_reproducible():
 
 def test_cross_validation_writes_folds_and_summary(tmp_path, tiny_npz, capsys):
     out = tmp_path / "cv"
-    cv = cross_validate(tiny_npz, "catsdogs-2conv", out, folds=2, device="cpu", **FAST)
+    cv = cross_validate(tiny_npz, "catsdogs-2conv", out, folds=2, options=CPU, **FAST)
     saved = json.loads((out / "cv.json").read_text())
     assert saved["complete"] and saved["k"] == 2 and len(saved["folds"]) == 2
     accs = [f["val_accuracy"] for f in saved["folds"]]
@@ -50,6 +52,6 @@ def test_cross_validation_writes_folds_and_summary(tmp_path, tiny_npz, capsys):
     assert "2-fold cross-validation" in capsys.readouterr().out
     assert (out / "fold-1" / "model.safetensors").stat().st_mtime_ns == mtime
     with pytest.raises(ImageclfError, match="already exists"):
-        cross_validate(tiny_npz, "catsdogs-2conv", out, folds=2, device="cpu", **FAST)
+        cross_validate(tiny_npz, "catsdogs-2conv", out, folds=2, options=CPU, **FAST)
     with pytest.raises(ImageclfError, match="at least 2"):
         cross_validate(tiny_npz, "catsdogs-2conv", tmp_path / "x", folds=1)

@@ -1,18 +1,20 @@
-"""The training loop, written out: ``fit`` -> ``train_one_epoch`` / ``validate`` per epoch.
+"""The training loop, written out: ``fit`` = prepare the run, build the state, run the epochs, finish.
 
 Data are decoded once (:mod:`imageclf.data.cache`); each step indexes the uint8 cache, moves
-the batch to the device and augments it there as tensors. Every epoch ends with an atomic
-checkpoint, so ``--resume`` (after Ctrl-C, a crash or kill -9) continues from it and, on
-CPU with a fixed seed, ends with the same weights as an uninterrupted run.
+the batch to the device and augments it there as tensors (:func:`train_one_epoch`). Every
+epoch ends with an atomic checkpoint, so ``--resume`` (after Ctrl-C, a crash or kill -9)
+continues from it and, on CPU with a fixed seed, ends with the same weights as an
+uninterrupted run. ``fit`` leaves a run folder and returns a :class:`FitResult`; loading the
+model it wrote is ``imageclf.train``'s business (:mod:`imageclf.api`).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,40 +24,45 @@ from torch import nn
 
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import QUIET, Reporter
-from imageclf.data.cache import batches
-from imageclf.data.sources import Dataset, open_dataset, training_splits
+from imageclf.core.runtime import configure_process
+from imageclf.data.cache import CachedSplit, batches
+from imageclf.data.images import Preprocessing
+from imageclf.data.sources import Dataset, Split, open_dataset, training_splits
 from imageclf.data.transforms import augment, normalize, to_float
 from imageclf.evaluation.metrics import binary_roc_auc, log_loss, roc_auc
-from imageclf.inference.classifier import Classifier
 from imageclf.inference.forward import auto_batch_size, pool_before_relu, predict_probs, resolve_device
 from imageclf.models import check_forward, create_model, num_params
+from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
 from imageclf.training.callbacks import EarlyStopper, ModelEma, PlateauReducer, monitor_mode, schedule_factor
 from imageclf.training.optim import build_optimizer, set_lr
+from imageclf.training.options import TrainOptions
 from imageclf.training.pretrained import load_pretrained
-from imageclf.training.run import InterruptGuard, RunDir, TrainingState, prepare_caches
+from imageclf.training.run import InterruptGuard, RunDir, TrainingState, prepare_caches, resumed_recipe
 
 
 @dataclass
-class TrainOptions:
-    """How to run a training (not what to train: that is the recipe)."""
+class FitResult:
+    """What :func:`fit` leaves: the run folder it wrote and how its model did on validation."""
 
-    device: str = "auto"
-    workers: int | None = None
-    cache: str = "auto"
-    cache_dir: str | None = None
-    skip_bad: bool = False
-    resume: bool = False
-    force: bool = False
-    class_names: list[str] | None = None
-    resume_epochs: int | None = None
-    reporter: Reporter = field(default_factory=lambda: QUIET)
-    # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast on CPU too (fast with AMX /
-    # AVX512-BF16, not bit-exact); fp32: never.
-    precision: str = "auto"
-    # Called with each epoch's history row (after its checkpoint); may raise to stop (tuning).
-    on_epoch: Callable[[dict], None] | None = None
+    path: Path
+    best_epoch: int  # counted from 1, as in metrics.json
+    metrics: dict[str, Any]  # what RUN/metrics.json holds
+    device: str  # the device it trained on, to load the model on
+
+
+@dataclass
+class Validation:
+    """One pass over the validation split."""
+
+    loss: float
+    accuracy: float
+    auc: float
+
+    def as_row(self) -> dict[str, float]:
+        """The history / metrics columns."""
+        return {"val_loss": self.loss, "val_accuracy": self.accuracy, "val_auc": self.auc}
 
 
 def class_weight_vector(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -133,14 +140,16 @@ def bf16_cpu_warning(amp: bool, device: torch.device, native: bool | None) -> st
     return None
 
 
-def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w, reporter: Reporter,
-                    epoch: int, start_step: int, on_step, amp: bool | None = None) -> dict:
-    """One epoch of optimisation; returns mean loss and accuracy over the images seen.
+def train_one_epoch(state: TrainingState, recipe: Recipe, train: CachedSplit, class_w: torch.Tensor | None,
+                    reporter: Reporter, on_step: Callable[[], None], amp: bool | None = None) -> dict:
+    """Epoch ``state.epoch`` of optimisation from step ``state.step_in_epoch``; returns mean loss
+    and accuracy over the images seen.
 
     Under DDP each rank trains on its share of every global batch; its loss is its share of
     the global mean (:func:`imageclf.training.distributed.loss_scale`), so the averaged gradient is
     the single-process one. ``amp``: bf16 autocast (default: on CUDA only).
     """
+    device, epoch, start_step = state.device, state.epoch, state.step_in_epoch
     amp = device.type == "cuda" if amp is None else amp
     model, opt = state.model, state.optimizer
     model.train()
@@ -149,7 +158,6 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
                       recipe.steps_per_epoch)
     total_steps = len(plan) * recipe.epochs
     sums = state.epoch_sums
-    k = state.num_outputs
     with reporter.task(f"epoch {epoch + 1}/{recipe.epochs}", total=sum(map(len, plan))) as bar:
         bar.advance(sum(len(b) for b in plan[:start_step]))
         steps = range(start_step, len(plan))
@@ -164,25 +172,8 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
             progress = (epoch * len(plan) + step) / total_steps
             set_lr(opt, recipe.lr * schedule_factor(recipe.schedule, progress, recipe.warmup_epochs
                                                     / recipe.epochs) * state.lr_factor())
-            xb = torch.from_numpy(pixels)
-            labels = torch.from_numpy(train.labels[idx])
-            if device.type == "cuda":
-                xb, labels = xb.pin_memory(), labels.pin_memory()
-            xb, labels = xb.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            x = augment(to_float(xb), recipe.augment, state.aug_gen)
-            x = normalize(x, pre.mean, pre.std)
-            x = x.contiguous(memory_format=torch.channels_last if recipe.channels_last
-                             else torch.contiguous_format)
-            target = labels.float() if k == 1 else F.one_hot(labels, k).float()
-            weight = class_w[labels] if class_w is not None else None
-            if recipe.mixup:
-                rng = np.random.default_rng([recipe.seed, epoch, step])
-                lam = float(rng.beta(recipe.mixup, recipe.mixup))
-                perm = torch.randperm(len(x), generator=state.aug_gen, device=device)
-                x = lam * x + (1 - lam) * x[perm]
-                target = lam * target + (1 - lam) * target[perm]
-                if weight is not None:
-                    weight = lam * weight + (1 - lam) * weight[perm]
+            x, labels, target, weight = _step_inputs(state, recipe, pre, pixels, train.labels[idx], class_w,
+                                                     mix_seed=[recipe.seed, epoch, step])
             with torch.autocast(device.type if amp else "cpu", dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             losses = loss_per_sample(logits, target, recipe.label_smoothing)
@@ -191,6 +182,7 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
                 loss = total * (dist.loss_scale(len(plan[step])) if own else 0.0)
             else:
                 loss = (losses * weight).mean() if weight is not None else losses.mean()
+                total = loss * len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip:
@@ -198,15 +190,7 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
             opt.step()
             if state.ema is not None:
                 state.ema.update(dist.unwrap(model))
-            with torch.no_grad():
-                pred = (logits[:, 0] > 0).long() if k == 1 else logits.argmax(1)
-                if dist.is_distributed():
-                    sums["loss"] += total.detach().float() if own else 0.0
-                    sums["correct"] += (pred == labels).sum() if own else 0
-                else:
-                    sums["loss"] += loss.detach().float() * len(idx)
-                    sums["correct"] += (pred == labels).sum()
-                sums["n"] += own
+            _tally(sums, logits, labels, total, own)
             state.step_in_epoch = step + 1
             bar.advance(len(plan[step]), **({"loss": float(sums["loss"] / sums["n"])}
                                             if step % 20 == 19 else {}))
@@ -217,9 +201,44 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train, device, class_w
     return {"loss": loss_sum / n, "accuracy": correct / n}
 
 
-def validate(state: TrainingState, recipe: Recipe, val, device) -> dict:
+def _step_inputs(state: TrainingState, recipe: Recipe, pre: Preprocessing, pixels: np.ndarray,
+                 labels: np.ndarray, class_w: torch.Tensor | None, mix_seed: list[int]):
+    """One step's batch on the device: augmented and normalised images, labels, (mixed) targets
+    and per-image weights (None without class weights)."""
+    device, k = state.device, state.num_outputs
+    xb, yb = torch.from_numpy(pixels), torch.from_numpy(labels)
+    if device.type == "cuda":
+        xb, yb = xb.pin_memory(), yb.pin_memory()
+    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+    x = augment(to_float(xb), recipe.augment, state.aug_gen)
+    x = normalize(x, pre.mean, pre.std)
+    x = x.contiguous(memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
+    target = yb.float() if k == 1 else F.one_hot(yb, k).float()
+    weight = class_w[yb] if class_w is not None else None
+    if recipe.mixup:
+        lam = float(np.random.default_rng(mix_seed).beta(recipe.mixup, recipe.mixup))
+        perm = torch.randperm(len(x), generator=state.aug_gen, device=device)
+        x = lam * x + (1 - lam) * x[perm]
+        target = lam * target + (1 - lam) * target[perm]
+        if weight is not None:
+            weight = lam * weight + (1 - lam) * weight[perm]
+    return x, yb, target, weight
+
+
+def _tally(sums: dict[str, torch.Tensor], logits: torch.Tensor, labels: torch.Tensor,
+           loss_sum: torch.Tensor, own: int) -> None:
+    """Add one step to the epoch's loss, correct and image counts (this rank's own images only)."""
+    with torch.no_grad():
+        pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+        if own:
+            sums["loss"] += loss_sum.detach().float()
+            sums["correct"] += (pred == labels).sum()
+        sums["n"] += own
+
+
+def validate(state: TrainingState, recipe: Recipe, val: CachedSplit) -> Validation:
     """Validation loss, accuracy and ROC-AUC through the same path prediction uses."""
-    model = state.eval_model()
+    model, device = state.eval_model(), state.device
     pre = recipe.preprocessing()
     # Under DDP each rank predicts a block of the validation images; all get all the probabilities.
     images = val.images[dist.contiguous_shard(len(val))] if dist.is_distributed() else val.images
@@ -229,53 +248,92 @@ def validate(state: TrainingState, recipe: Recipe, val, device) -> dict:
     y = val.labels
     pred = (probs[:, 1] >= 0.5).astype(np.int64) if probs.shape[1] == 2 else probs.argmax(1)
     auc = binary_roc_auc(y, probs[:, 1]) if probs.shape[1] == 2 else roc_auc(y, probs)
-    return {"val_loss": log_loss(y, probs), "val_accuracy": float((pred == y).mean()),
-            "val_auc": auc, "_probs": probs}
+    return Validation(log_loss(y, probs), float((pred == y).mean()), auc)
 
 
-def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
-        options: TrainOptions | None = None):
-    """Train ``recipe`` on ``data`` into the run folder ``out``; returns the loaded Classifier."""
+def fit(data: str | Path | Dataset, recipe: str | Path | Recipe | None, out: str | Path,
+        options: TrainOptions | None = None, *, overrides: dict[str, Any] | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train ``recipe`` (a name, a YAML file or a Recipe, with ``overrides``) on ``data`` into the
+    run folder ``out``.
 
-    options = options or TrainOptions()
+    With ``options.resume`` the run continues from its checkpoint with its saved recipe;
+    ``recipe`` and ``overrides`` may then repeat it (see :func:`~imageclf.training.run.resumed_recipe`).
+    ``on_epoch`` is called with each epoch's history row, after its checkpoint; it may raise to
+    stop the run (tuning prunes trials so).
+    """
+    configure_process()  # before the first large allocation (see its docstring)
+    run = prepare_run(data, recipe, out, options or TrainOptions(), overrides or {})
+    state, train, val = build_state(run)
+    run_epochs(run, state, train, val, on_epoch)
+    return finish(run, state, train, val)
+
+
+@dataclass
+class PreparedRun:
+    """What :func:`prepare_run` settled before any model exists."""
+
+    folder: RunDir
+    recipe: Recipe
+    dataset: Dataset
+    train_split: Split
+    val_split: Split
+    device: torch.device
+    amp: bool
+    resume_from: dict | None
+    options: TrainOptions
+    rep: Reporter
+
+
+def prepare_run(data: str | Path | Dataset, recipe: str | Path | Recipe | None, out: str | Path,
+                options: TrainOptions, overrides: dict[str, Any]) -> PreparedRun:
+    """The device and precision, the run folder (fresh, or the checkpoint to resume), the recipe,
+    the dataset and its train / validation split."""
     device = dist.setup(resolve_device(options.device))  # joins torchrun's group, if any
-    rep = options.reporter if dist.is_main() else QUIET
+    rep = options.reporter() if dist.is_main() else QUIET
     amp = use_bf16(options.precision, device)
     if (slow := bf16_cpu_warning(amp, device, cpu_has_native_bf16() if amp else None)):
         rep.warn(slow)
-    run = RunDir(Path(out))
-    resume_from = run.check_start(resume=options.resume, force=options.force)
+    resolved = None
+    if not options.resume:  # resolved first: a bad recipe or setting leaves no run folder behind
+        if recipe is None:
+            raise ConfigError("no recipe given")
+        resolved = resolve_recipe(recipe, overrides)
+    folder = RunDir(Path(out))
+    resume_from = folder.check_start(resume=options.resume, force=options.force)
     if resume_from is not None:
-        recipe = Recipe.from_dict(resume_from["recipe"])
-        if options.resume_epochs:
-            recipe = recipe.override({"epochs": options.resume_epochs})
-    if recipe is None:
-        raise ConfigError("no recipe given")
+        resolved = resumed_recipe(resume_from["recipe"], recipe, overrides)
     dataset = data if isinstance(data, Dataset) else open_dataset(data, options.class_names)
     if resume_from is not None and resume_from["data"]["sha256"] != dataset.fingerprint()["sha256"]:
         rep.warn(f"{dataset.source} is not the data this run started on (its fingerprint changed); "
                  "resuming anyway")
-    train_split, val_split = training_splits(dataset, recipe.val_fraction, recipe.carve_seed)
+    train_split, val_split = training_splits(dataset, resolved.val_fraction, resolved.carve_seed)
     rep.print(f"[bold]{escape(dataset.source)}[/bold] ({dataset.kind}): classes {dataset.classes} -> "
               f"labels {list(range(dataset.num_classes))}")
     rep.print(f"train {len(train_split)} / val {len(val_split)} images; recipe "
-              f"[bold]{recipe.name}[/bold] ({recipe.model}, {recipe.size[0]}x{recipe.size[1]}x"
-              f"{recipe.channels})")
+              f"[bold]{resolved.name}[/bold] ({resolved.model}, {resolved.size[0]}x{resolved.size[1]}x"
+              f"{resolved.channels})")
+    return PreparedRun(folder, resolved, dataset, train_split, val_split, device, amp, resume_from,
+                       options, rep)
+
+
+def build_state(run: PreparedRun) -> tuple[TrainingState, CachedSplit, CachedSplit]:
+    """The seeded model (with its pretrained weights on a fresh start), the decoded splits, the
+    optimizer and callbacks: the training state, restored from the checkpoint when resuming."""
+    recipe, device, rep = run.recipe, run.device, run.rep
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: the fastest kernels pay at once
     torch.manual_seed(recipe.seed)
-    num_outputs = 1 if dataset.num_classes == 2 else dataset.num_classes
+    num_outputs = 1 if run.dataset.num_classes == 2 else run.dataset.num_classes
     model = create_model(recipe.model, recipe.channels, num_outputs, recipe.size, **recipe.model_kwargs)
     check_forward(model, recipe.model, recipe.channels, recipe.size)
-    if recipe.pretrained and resume_from is None:
-
+    if recipe.pretrained and run.resume_from is None:
         rep.print(load_pretrained(model, recipe.pretrained).summary())
     with dist.local_main_first():  # under DDP one process per machine decodes; the rest reuse it
-        cache_opts = options
-        if dist.world_size() > 1 and options.cache == "auto":
-            cache_opts = copy.copy(options)
-            cache_opts.cache = "disk"  # one decoded copy, shared by the ranks through the page cache
-        train, val = prepare_caches(train_split, val_split, recipe.preprocessing(), cache_opts, rep)
+        # Several ranks share one decoded copy on disk, through the page cache, not one each in memory.
+        shared = dist.world_size() > 1 and run.options.cache == "auto"
+        train, val = prepare_caches(run.train_split, run.val_split, recipe.preprocessing(),
+                                    replace(run.options, cache="disk") if shared else run.options, rep)
     model = model.to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -286,66 +344,83 @@ def fit(data: str | Path | Dataset, recipe: Recipe | None, out: str | Path,
                           ema=ModelEma(model, recipe.ema) if recipe.ema else None, device=device,
                           early=EarlyStopper(recipe.early_stopping) if recipe.early_stopping else None,
                           plateau=PlateauReducer(recipe.reduce_lr, recipe.lr) if recipe.reduce_lr else None)
-    if resume_from is not None:
-        run.restore(state, resume_from)
+    if run.resume_from is not None:
+        run.folder.restore(state, run.resume_from)
         rep.print(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}")
-    cw = (torch.tensor(class_weight_vector(train.labels, dataset.num_classes), dtype=torch.float32,
-                       device=device) if recipe.class_weights == "balanced" else None)
-    monitor = recipe.early_stopping.monitor if recipe.early_stopping else "val_loss"
-    stopped_early = False
+    return state, train, val
+
+
+def run_epochs(run: PreparedRun, state: TrainingState, train: CachedSplit, val: CachedSplit,
+               on_epoch: Callable[[dict], None] | None = None) -> None:
+    """Epochs until the recipe's last or an early stop, each checkpointed. Ctrl-C is held to the
+    end of its step and checkpointed there (:class:`~imageclf.training.run.InterruptGuard`)."""
+    cw = (torch.tensor(class_weight_vector(train.labels, run.dataset.num_classes), dtype=torch.float32,
+                       device=run.device) if run.recipe.class_weights == "balanced" else None)
     guard = InterruptGuard()
+    stopped_early = False
     try:
         guard.install()
-        while state.epoch < recipe.epochs and not stopped_early:
-            epoch = state.epoch
-            if state.step_in_epoch == 0:
-                state.start_epoch(_epoch_seed(recipe.seed, epoch))
-            t0 = time.perf_counter() - state.epoch_seconds
-            logs = train_one_epoch(state, recipe, train, device, cw, rep, epoch, state.step_in_epoch,
-                                   on_step=lambda: (run.maybe_checkpoint(state, recipe, dataset),
-                                                    guard.check()), amp=amp)
-            vlogs = validate(state, recipe, val, device)
-            vlogs.pop("_probs")
-            seconds = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], **logs, **vlogs,
-                   "seconds": round(seconds, 3), "images_per_s": round(state.epoch_images() / seconds, 1)}
-            state.history.append(row)
-            state.track_best(row[monitor], monitor_mode(monitor), epoch)
-            rep.print(_epoch_line(row, recipe.epochs))  # before what the callbacks make of it
-            if state.plateau is not None and state.plateau.update(row):
-                rep.print(f"reducing learning rate to {recipe.lr * state.plateau.factor:.2e}")
-            if state.early is not None and state.early.update(row):
-                stopped_early = True
-                rep.print(f"early stop: {monitor} has not improved for "
-                          f"{recipe.early_stopping.patience} epochs")
-            stopped_early = dist.broadcast_flag(stopped_early)  # all ranks stop together
-            state.end_epoch()
-            run.save_epoch(state, recipe, dataset, stopped_early)
-            guard.check()
-            if options.on_epoch is not None:
-                options.on_epoch(row)
+        while state.epoch < run.recipe.epochs and not stopped_early:
+            row, stopped_early = _epoch(run, state, train, val, cw, guard)
+            if on_epoch is not None:
+                on_epoch(row)
     except KeyboardInterrupt:
         guard.restore()
+        source, path = run.dataset.source, run.folder.path
         if guard.forced:  # the state may be mid-step: keep the last consistent checkpoint
-            rep.warn(f"interrupted twice; stopped without a new checkpoint. --resume continues "
-                     f"from the last one: imageclf train {dataset.source} --out {run.path} --resume")
+            run.rep.warn(f"interrupted twice; stopped without a new checkpoint. --resume continues "
+                         f"from the last one: imageclf train {source} --out {path} --resume")
             raise
-        run.checkpoint(state, recipe, dataset)
-        rep.warn(f"interrupted; checkpoint saved. Continue with: imageclf train {dataset.source} "
-                 f"--out {run.path} --resume")
+        run.folder.checkpoint(state, run.recipe, run.dataset)
+        run.rep.warn(f"interrupted; checkpoint saved. Continue with: imageclf train {source} "
+                     f"--out {path} --resume")
         raise
     finally:
         guard.restore()
+
+
+def _epoch(run: PreparedRun, state: TrainingState, train: CachedSplit, val: CachedSplit,
+           class_w: torch.Tensor | None, guard: InterruptGuard) -> tuple[dict, bool]:
+    """Train and validate one epoch (or its rest), checkpoint it; (its history row, whether to stop)."""
+    recipe, rep, epoch = run.recipe, run.rep, state.epoch
+    if state.step_in_epoch == 0:
+        state.start_epoch(_epoch_seed(recipe.seed, epoch))
+    t0 = time.perf_counter() - state.epoch_seconds
+    logs = train_one_epoch(state, recipe, train, class_w, rep, amp=run.amp,
+                           on_step=lambda: (run.folder.maybe_checkpoint(state, recipe, run.dataset),
+                                            guard.check()))
+    vlogs = validate(state, recipe, val).as_row()
+    seconds = time.perf_counter() - t0
+    row = {"epoch": epoch + 1, "lr": state.optimizer.param_groups[0]["lr"], **logs, **vlogs,
+           "seconds": round(seconds, 3), "images_per_s": round(state.epoch_images() / seconds, 1)}
+    state.history.append(row)
+    monitor = recipe.early_stopping.monitor if recipe.early_stopping else "val_loss"
+    state.track_best(row[monitor], monitor_mode(monitor), epoch)
+    rep.print(_epoch_line(row, recipe.epochs))  # before what the callbacks make of it
+    if state.plateau is not None and state.plateau.update(row):
+        rep.print(f"reducing learning rate to {recipe.lr * state.plateau.factor:.2e}")
+    stop = state.early is not None and state.early.update(row)
+    if stop:
+        rep.print(f"early stop: {monitor} has not improved for {recipe.early_stopping.patience} epochs")
+    stop = dist.broadcast_flag(stop)  # all ranks stop together
+    state.end_epoch()
+    run.folder.save_epoch(state, recipe, run.dataset)
+    guard.check()
+    return row, stop
+
+
+def finish(run: PreparedRun, state: TrainingState, train: CachedSplit, val: CachedSplit) -> FitResult:
+    """Back to the best epoch's weights (unless the recipe says otherwise), validate them, save."""
+    recipe = run.recipe
     if recipe.early_stopping is None or recipe.early_stopping.restore_best:
         state.restore_best()
-    final = validate(state, recipe, val, device)
-    probs = final.pop("_probs")
-    run.finish(state, recipe, dataset, train, val, final, probs)
-    dist.barrier()  # the other ranks load the model file once rank 0 has written it
-    rep.print(f"[green]saved[/green] {run.path} (best epoch {state.best_epoch + 1}: val_loss "
-              f"{final['val_loss']:.4f}, val_accuracy {final['val_accuracy']:.4f}, "
-              f"val_auc {final['val_auc']:.4f})")
-    return Classifier.load(run.path, device=str(device))
+    final = validate(state, recipe, val).as_row()
+    metrics = run.folder.finish(state, recipe, run.dataset, train, val, final)
+    dist.barrier()  # every rank may load the model file once this returns: rank 0 has written it
+    run.rep.print(f"[green]saved[/green] {run.folder.path} (best epoch {state.best_epoch + 1}: val_loss "
+                  f"{final['val_loss']:.4f}, val_accuracy {final['val_accuracy']:.4f}, "
+                  f"val_auc {final['val_auc']:.4f})")
+    return FitResult(run.folder.path, state.best_epoch + 1, metrics, str(run.device))
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

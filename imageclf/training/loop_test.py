@@ -7,6 +7,7 @@ import torch
 from safetensors.numpy import load_file
 
 import imageclf
+from imageclf.cli.testing import exit_code
 from imageclf.conftest import TINY
 from imageclf.core.errors import ImageclfError
 from imageclf.models.seed_cnns import feature_size, min_input_size
@@ -68,6 +69,27 @@ def test_resume_continues_to_the_same_weights(tmp_path, tiny_npz):
     assert all(np.array_equal(a[k], b[k]) for k in a)
     history = _history(tmp_path / "part")
     assert [r["epoch"] for r in history] == ["1", "2", "3"]
+
+
+def test_resume_takes_the_command_that_started_the_run(tmp_path, tiny_npz, capsys):
+    run = tmp_path / "run"
+    command = ["train", tiny_npz, "--recipe", "mnist-basic", "--seed", "0", "--out", run,
+               "--device", "cpu", "-q"]
+    assert exit_code([*command, "--epochs", "1"]) == 0
+    # The same command plus --resume: the seed is the saved one, and the total of epochs may change.
+    assert exit_code([*command, "--epochs", "2", "--resume"]) == 0
+    assert [r["epoch"] for r in _history(run)] == ["1", "2"]
+    capsys.readouterr()
+    another_seed = [*command[:5], "1", *command[6:], "--resume"]
+    assert exit_code(another_seed) == 2
+    err = capsys.readouterr().err
+    assert "only epochs can change when resuming: seed is 0 in the saved recipe, 1 here" in err
+    assert exit_code(["train", tiny_npz, "-r", "catsdogs-2conv", "-o", run, "--set", "augment.rotation=5",
+                      "--resume", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "name is 'mnist-basic' in the saved recipe, 'catsdogs-2conv' here" in err
+    assert "augment.rotation is 0.0 in the saved recipe, 5 here" in err
+    assert len(_history(run)) == 2  # refused before anything was trained
 
 
 def test_refuses_to_overwrite_without_force(tmp_path, tiny_npz):

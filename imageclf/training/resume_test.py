@@ -99,8 +99,9 @@ def _interrupted(argv, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def _resume(data, out) -> None:
-    assert _cli(["train", data, "-o", out, "--resume", "--device", "cpu", "-q"]) == 0
+def _resume(data, out, command: list[str] | None = None) -> None:
+    """``--resume`` alone, or added to the ``command`` that started the run."""
+    assert _cli([*(command or ["train", data, "-o", out, "--device", "cpu", "-q"]), "--resume"]) == 0
 
 
 def assert_same_weights(run: Path, reference: Path, context: str) -> None:
@@ -127,7 +128,7 @@ def test_kill_9_at_a_random_step_then_resume_is_bit_identical(setup, tmp_path):
     assert not (out / MODEL_FILE).exists()
     _, _, meta = load_checkpoint(out)
     assert meta["epoch"] == (step - 1) // STEPS_PER_EPOCH and meta["step_in_epoch"] == 0
-    _resume(data, out)
+    _resume(data, out, _train_args(data, recipe_file, out))  # the command as first typed
     assert_same_weights(out, reference, f"kill -9 after step {step}")
 
 

@@ -1,13 +1,15 @@
 """A training run's folder and state: what is checkpointed, resumed and finally saved.
 
-RUN/ holds ``model.safetensors`` + ``config.json`` (the model file), ``recipe.yaml`` (the
-resolved recipe, trainable again), ``history.csv``, ``metrics.json``, ``train_hashes.npy``
-(hashes of the decoded training images, to spot overlap at evaluation) and
-``checkpoint.safetensors`` (everything needed to resume).
+RUN/ holds the model file (``model.safetensors`` + ``config.json``), the resolved recipe
+(trainable again), the per-epoch history, the final metrics, hashes of the decoded training
+images (to spot overlap at evaluation) and the checkpoint (everything needed to resume).
+Their names are the ``*_FILE`` constants of :mod:`imageclf.modelfile.artifact`; only
+:class:`RunDir` writes them.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -17,23 +19,77 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from imageclf.core.errors import ImageclfError
+from imageclf.core.errors import ConfigError, ImageclfError
 from imageclf.core.io import atomic_path, atomic_write_text, remove_stale_temps
 from imageclf.core.progress import Reporter
 from imageclf.data.cache import CachedSplit, cache_split, content_hashes
 from imageclf.data.images import Preprocessing
 from imageclf.data.sources import Dataset, Split
-from imageclf.modelfile.artifact import CONFIG_FILE, MODEL_FILE, ModelConfig, save_model
+from imageclf.modelfile.artifact import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    TRAIN_HASHES_FILE,
+    ModelConfig,
+    save_model,
+)
+from imageclf.recipes import resolve_recipe
+from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
 from imageclf.training.callbacks import EarlyStopper, ModelEma, PlateauReducer
-from imageclf.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from imageclf.training.checkpoint import load_checkpoint, save_checkpoint
+from imageclf.training.options import TrainOptions
 
 CHECKPOINT_EVERY_S = 600.0
+
+
+def default_run_dir(recipe_name: str, kind: str = "") -> Path:
+    """Where a run goes without ``--out``: ``runs/<recipe>-<time>`` (``runs/<recipe>-<kind>-<time>``)."""
+    return Path("runs") / "-".join([recipe_name, *([kind] if kind else []), time.strftime("%Y%m%d-%H%M%S")])
+
+
+def resumed_recipe(saved: dict[str, Any], recipe: str | Path | Recipe | None,
+                   overrides: dict[str, Any]) -> Recipe:
+    """The recipe a resumed run continues with: the ``saved`` one, its epochs as ``overrides`` say.
+
+    Resuming takes the command that started the run plus ``--resume``, so the recipe and
+    settings it names are checked against the saved recipe (with no recipe named, the settings
+    alone): equal values are accepted, a different one is refused with both values. The total
+    number of epochs is the one thing that may change, and only when ``epochs`` is given.
+    """
+    kept = Recipe.from_dict(saved)
+    given = resolve_recipe(kept if recipe is None else recipe, overrides)
+    changed = [f"{key} is {was!r} in the saved recipe, {now!r} here"
+               for key, was, now in _differences(_plain(kept.to_dict()), _plain(given.to_dict()))
+               if key != "epochs"]
+    if changed:
+        raise ConfigError("only epochs can change when resuming: " + "; ".join(changed))
+    return kept.override({"epochs": given.epochs}) if overrides.get("epochs") is not None else kept
+
+
+def _plain(d: dict) -> dict:
+    return json.loads(json.dumps(d))  # tuples -> lists, as a saved recipe reads back
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in ``a``, value in ``b``) wherever the two nested dicts differ."""
+    out = []
+    for key in [*a, *(k for k in b if k not in a)]:
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append((f"{prefix}{key}", x, y))
+    return out
 
 
 class InterruptGuard:
@@ -130,8 +186,6 @@ class TrainingState:
         if self.ema is None:
             return self.net
         if self._eval_copy is None:
-            import copy
-
             self._eval_copy = copy.deepcopy(self.net)
         self.ema.copy_to(self._eval_copy)
         return self._eval_copy
@@ -155,7 +209,7 @@ class TrainingState:
             self.net.load_state_dict(self.best_state)
 
 
-def prepare_caches(train: Split, val: Split, pre: Preprocessing, options, rep: Reporter
+def prepare_caches(train: Split, val: Split, pre: Preprocessing, options: TrainOptions, rep: Reporter
                    ) -> tuple[CachedSplit, CachedSplit]:
     """Decode both splits once; report and count what ``--skip-bad`` left out."""
     out = []
@@ -181,6 +235,17 @@ class RunDir:
         self.path = path
         self._last_checkpoint = time.monotonic()
 
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT_FILE).is_file()
+
+    def finished(self) -> bool:
+        """Whether a training ran to its end here (its model and metrics are written)."""
+        return (self.path / CONFIG_FILE).is_file() and (self.path / METRICS_FILE).is_file()
+
+    def metrics(self) -> dict[str, Any]:
+        """The final figures a finished run wrote (see :meth:`finish`)."""
+        return json.loads((self.path / METRICS_FILE).read_text())
+
     def check_start(self, resume: bool, force: bool) -> dict | None:
         """None for a fresh start (the folder is empty or ``force``), or the checkpoint to resume."""
         if dist.is_main():
@@ -192,7 +257,7 @@ class RunDir:
             raise ImageclfError(f"{self.path}: exists and is not a folder")
         if self.path.exists() and any(self.path.iterdir()):
             if not force:
-                hint = " or --resume to continue it" if (self.path / CHECKPOINT_FILE).exists() else ""
+                hint = " or --resume to continue it" if self.has_checkpoint() else ""
                 raise ImageclfError(f"{self.path}: already exists and is not empty; use --force to "
                                     f"overwrite it{hint}")
             for name in (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE):
@@ -257,21 +322,22 @@ class RunDir:
         writer = csv.DictWriter(buf, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-        atomic_write_text(self.path / "history.csv", buf.getvalue())
+        atomic_write_text(self.path / HISTORY_FILE, buf.getvalue())
 
-    def save_epoch(self, state: TrainingState, recipe, dataset: Dataset, stopped: bool) -> None:
+    def save_epoch(self, state: TrainingState, recipe, dataset: Dataset) -> None:
         if dist.is_main():
             self.write_history(state.history)
             self.checkpoint(state, recipe, dataset)
 
     def finish(self, state: TrainingState, recipe, dataset: Dataset, train: CachedSplit,
-               val: CachedSplit, final: dict, val_probs: np.ndarray) -> None:
-        if not dist.is_main():
-            return
-        model = state.eval_model()
+               val: CachedSplit, final: dict[str, float]) -> dict[str, Any]:
+        """Write the model file and the rest of the folder; returns the metrics (on every rank)."""
         metrics = {"best_epoch": state.best_epoch + 1, "epochs_run": state.epoch, **final,
                    "train_images": len(train), "val_images": len(val),
                    "skipped_images": len(train.skipped) + len(val.skipped)}
+        if not dist.is_main():
+            return metrics
+        model = state.eval_model()
         config = ModelConfig(
             architecture=recipe.model, architecture_kwargs=dict(recipe.model_kwargs),
             classes=list(dataset.classes), preprocessing=recipe.preprocessing(),
@@ -279,8 +345,9 @@ class RunDir:
             recipe=recipe.to_dict(), metrics=metrics, data=dataset.fingerprint(),
         )
         save_model(self.path, model, config)
-        atomic_write_text(self.path / "recipe.yaml", recipe.to_yaml())
-        atomic_write_text(self.path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        with atomic_path(self.path / "train_hashes.npy") as tmp, open(tmp, "wb") as f:
+        atomic_write_text(self.path / RECIPE_FILE, recipe.to_yaml())
+        atomic_write_text(self.path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        with atomic_path(self.path / TRAIN_HASHES_FILE) as tmp, open(tmp, "wb") as f:
             np.save(f, content_hashes(train.images), allow_pickle=False)
         self.write_history(state.history)
+        return metrics

@@ -6,7 +6,7 @@ batch size into ``OUT/trial-NNN/``, reporting the validation metric after every 
 Optuna's median pruner stops trials that are worse than the median of earlier trials at
 the same epoch. Only validation data is ever looked at. ``OUT/best.yaml`` is the best
 trial's full recipe (train it with ``imageclf train DATA --recipe OUT/best.yaml``) and
-``OUT/tune.json`` lists every trial.
+``OUT/tune.json`` lists every trial. Every trial trains with the same :class:`TrainOptions`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from imageclf.core.errors import ConfigError
 from imageclf.core.io import atomic_write_text
-from imageclf.core.progress import QUIET, Reporter
+from imageclf.core.progress import Reporter
 from imageclf.data.sources import Dataset, open_dataset
 from imageclf.data.transforms import Augment
+from imageclf.modelfile.artifact import BEST_RECIPE_FILE, TUNE_FILE
 from imageclf.recipes import resolve_recipe
-from imageclf.recipes.schema import Recipe, load_yaml
-from imageclf.training.loop import TrainOptions, fit
+from imageclf.recipes.schema import Recipe
+from imageclf.training.loop import fit
+from imageclf.training.options import TrainOptions
 
 
 def scale_augment(aug: Augment, strength: float) -> Augment:
@@ -98,15 +101,18 @@ class TuneResult:
                 f"{self.best_value:.4f} with {params}\nbest recipe: {self.best_recipe}")
 
 
-def tune(data: str | Path | Dataset, recipe: str | Recipe, out: str | Path, *, trials: int | None = 20,
-         time_budget: float | None = None, metric: str | None = None, sizes: list[int] | None = None,
-         batch_sizes: list[int] | None = None, seed: int = 0, device: str = "auto", force: bool = False,
-         class_names: list[str] | None = None, reporter: Reporter = QUIET, **overrides) -> TuneResult:
+def tune(data: str | Path | Dataset, recipe: str | Path | Recipe, out: str | Path, *,
+         trials: int | None = 20, time_budget: float | None = None, metric: str | None = None,
+         sizes: list[int] | None = None, batch_sizes: list[int] | None = None, seed: int = 0,
+         options: TrainOptions | None = None, **overrides: Any) -> TuneResult:
     """Search learning rate, weight decay, augmentation strength, image size and batch size.
 
-    ``overrides`` change the base recipe first (``epochs=8`` makes every trial shorter).
-    Stops after ``trials`` trials or ``time_budget`` seconds, whichever comes first; a
-    trial still running at the deadline is stopped at its next epoch and counted as pruned.
+    ``overrides`` change the base recipe first (``epochs=8`` makes every trial shorter);
+    ``seed`` seeds the sampler. ``options`` say how every trial trains; ``force`` lets ``out``
+    be overwritten, ``quiet`` silences the one line per trial (the trials themselves print
+    nothing), and a search cannot resume. Stops after ``trials`` trials or ``time_budget``
+    seconds, whichever comes first; a trial still running at the deadline is stopped at its
+    next epoch and counted as pruned.
 
     >>> tune("xrays.npz", "xray-fast", "runs/tune", trials=20, epochs=8)  # doctest: +SKIP
     """
@@ -114,61 +120,27 @@ def tune(data: str | Path | Dataset, recipe: str | Recipe, out: str | Path, *, t
         import optuna
     except ImportError:  # pragma: no cover - optuna is in the 'tune' extra
         raise ConfigError("tuning needs Optuna: pip install 'imageclf[tune]'") from None
+    options = options or TrainOptions()
     if trials is None and time_budget is None:
         raise ConfigError("give a number of trials (--trials) and/or a time budget (--time-budget)")
+    if options.resume:
+        raise ConfigError("a search cannot resume; start it again (with --force to reuse its folder)")
     base = resolve_recipe(recipe, overrides)
-    ds = data if isinstance(data, Dataset) else open_dataset(data, class_names)
+    ds = data if isinstance(data, Dataset) else open_dataset(data, options.class_names)
     metric = metric or default_metric(ds.num_classes)
-    direction = "minimize" if "loss" in metric else "maximize"
     space = SearchSpace.from_recipe(base, sizes, batch_sizes)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
+    if out.exists() and any(out.iterdir()) and not options.force:
         raise ConfigError(f"{out}: already exists and is not empty; use --force to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + time_budget if time_budget else math.inf
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
+        direction="minimize" if "loss" in metric else "maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, base.epochs // 4)))
-    # The recipe as written is the first trial: tuning never ends worse than the default.
-    first = {"lr": base.lr, "weight_decay": min(max(base.weight_decay, space.weight_decay[0]),
-                                                space.weight_decay[1]), "augment_strength": 1.0}
-    if base.batch_size in space.batch_sizes:
-        first["batch_size"] = base.batch_size
-    if base.size[0] in space.sizes:
-        first["img_size"] = base.size[0]
-    study.enqueue_trial(first)
-    records: list[dict] = []
-
-    def objective(trial) -> float:
-        r = sample_recipe(trial, base, space)
-        r.name = f"{base.name}-tuned"
-        t0 = time.perf_counter()
-
-        def on_epoch(row: dict) -> None:
-            value = row[metric]
-            trial.report(value, row["epoch"] - 1)
-            if trial.should_prune() or time.monotonic() > deadline:
-                raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
-
-        run = out / f"trial-{trial.number:03d}"
-        options = TrainOptions(device=device, force=True, class_names=class_names, on_epoch=on_epoch)
-        record = {"number": trial.number, "params": dict(trial.params), "run": str(run)}
-        try:
-            model = fit(ds, r, run, options)
-        except optuna.TrialPruned:
-            record.update(state="PRUNED", seconds=round(time.perf_counter() - t0, 1))
-            records.append(record)
-            reporter.print(f"trial {trial.number}: pruned ({record['seconds']:.0f} s)")
-            _write(out, study, records, metric)
-            raise
-        value = float(model.config.metrics[metric])
-        record.update(state="COMPLETE", value=value, seconds=round(time.perf_counter() - t0, 1))
-        records.append(record)
-        reporter.print(f"trial {trial.number}: {metric} {value:.4f} ({record['seconds']:.0f} s) "
-                       f"{_fmt(trial.params)}")
-        _write(out, study, records, metric)
-        return value
+    study.enqueue_trial(_first_trial(base, space))
+    objective = _Objective(optuna, study, ds, base, space, out, metric, deadline, options)
 
     def stop_at_deadline(study, _trial) -> None:
         if time.monotonic() > deadline:
@@ -179,25 +151,74 @@ def tune(data: str | Path | Dataset, recipe: str | Recipe, out: str | Path, *, t
     if not complete:
         raise ConfigError(f"{out}: no trial finished; give more time (--time-budget) or fewer epochs")
     best = study.best_trial
-    best_recipe = Recipe.from_dict(_read_yaml(out / f"trial-{best.number:03d}" / "recipe.yaml"))
-    path = out / "best.yaml"
-    atomic_write_text(path, best_recipe.to_yaml())
-    _write(out, study, records, metric)
-    return TuneResult(out, metric, float(best.value), dict(best.params), path, records)
+    path = out / BEST_RECIPE_FILE
+    atomic_write_text(path, objective.recipes[best.number].to_yaml())
+    _write(out, study, objective.records, metric)
+    return TuneResult(out, metric, float(best.value), dict(best.params), path, objective.records)
+
+
+def _first_trial(base: Recipe, space: SearchSpace) -> dict[str, Any]:
+    """The recipe as written, as the first trial: tuning never ends worse than the default."""
+    first = {"lr": base.lr, "weight_decay": min(max(base.weight_decay, space.weight_decay[0]),
+                                                space.weight_decay[1]), "augment_strength": 1.0}
+    if base.batch_size in space.batch_sizes:
+        first["batch_size"] = base.batch_size
+    if base.size[0] in space.sizes:
+        first["img_size"] = base.size[0]
+    return first
+
+
+class _Objective:
+    """One trial: train the sampled recipe into ``out/trial-NNN``, report every epoch to the
+    pruner, record the trial in ``tune.json``; returns its validation ``metric``."""
+
+    def __init__(self, optuna, study, ds: Dataset, base: Recipe, space: SearchSpace, out: Path,
+                 metric: str, deadline: float, options: TrainOptions) -> None:
+        self.optuna, self.study, self.ds, self.base, self.space = optuna, study, ds, base, space
+        self.out, self.metric, self.deadline = out, metric, deadline
+        self.reporter: Reporter = options.reporter()
+        # Each trial writes its own folder afresh and prints nothing: one line per trial says enough.
+        self.options = replace(options, force=True, quiet=True)
+        self.records: list[dict] = []
+        self.recipes: dict[int, Recipe] = {}
+
+    def __call__(self, trial) -> float:
+        r = sample_recipe(trial, self.base, self.space)
+        r.name = f"{self.base.name}-tuned"
+        self.recipes[trial.number] = r
+        t0 = time.perf_counter()
+
+        def on_epoch(row: dict) -> None:
+            trial.report(row[self.metric], row["epoch"] - 1)
+            if trial.should_prune() or time.monotonic() > self.deadline:
+                raise self.optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
+
+        run = self.out / f"trial-{trial.number:03d}"
+        record = {"number": trial.number, "params": dict(trial.params), "run": str(run)}
+        try:
+            value = float(fit(self.ds, r, run, self.options, on_epoch=on_epoch).metrics[self.metric])
+        except self.optuna.TrialPruned:
+            record.update(state="PRUNED", seconds=round(time.perf_counter() - t0, 1))
+            self.records.append(record)
+            self.reporter.print(f"trial {trial.number}: pruned ({record['seconds']:.0f} s)")
+            _write(self.out, self.study, self.records, self.metric)
+            raise
+        record.update(state="COMPLETE", value=value, seconds=round(time.perf_counter() - t0, 1))
+        self.records.append(record)
+        self.reporter.print(f"trial {trial.number}: {self.metric} {value:.4f} ({record['seconds']:.0f} s) "
+                            f"{_fmt(trial.params)}")
+        _write(self.out, self.study, self.records, self.metric)
+        return value
 
 
 def _fmt(params: dict) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def _read_yaml(path: Path) -> dict:
-    return load_yaml(path.read_text())
-
-
 def _write(out: Path, study, records: list[dict], metric: str) -> None:
     best = None
     with contextlib.suppress(ValueError):  # no finished trial yet
         best = {"number": study.best_trial.number, "value": study.best_value, "params": study.best_params}
-    atomic_write_text(out / "tune.json", json.dumps(
+    atomic_write_text(out / TUNE_FILE, json.dumps(
         {"metric": metric, "direction": study.direction.name.lower(), "best": best, "trials": records},
         indent=2, allow_nan=True) + "\n")

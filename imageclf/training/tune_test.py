@@ -10,9 +10,11 @@ from imageclf.cli import main
 from imageclf.core.errors import ConfigError
 from imageclf.data.transforms import Augment
 from imageclf.recipes.schema import get_recipe
+from imageclf.training.options import TrainOptions
 from imageclf.training.tune import scale_augment, tune
 
 BASE = dict(img_size=32, channels=1, epochs=2, steps_per_epoch="none", batch_size=32)
+CPU = TrainOptions(device="cpu")
 
 
 def test_scale_augment():
@@ -27,7 +29,7 @@ def test_scale_augment():
 def test_tune_writes_a_trainable_best_recipe(tmp_path, tiny_npz):
     out = tmp_path / "tune"
     result = tune(tiny_npz, "catsdogs-2conv", out, trials=3, sizes=[28, 32], batch_sizes=[16, 32],
-                  device="cpu", **BASE)
+                  options=CPU, **BASE)
     saved = json.loads((out / "tune.json").read_text())
     assert len(saved["trials"]) == 3 and saved["metric"] == "val_auc"
     # The first trial is the recipe as written.
@@ -40,7 +42,7 @@ def test_tune_writes_a_trainable_best_recipe(tmp_path, tiny_npz):
 
 def test_time_budget_stops_trials(tmp_path, tiny_npz):
     with pytest.raises(ConfigError, match="no trial finished"):
-        tune(tiny_npz, "catsdogs-2conv", tmp_path / "t", trials=5, time_budget=0.01, device="cpu", **BASE)
+        tune(tiny_npz, "catsdogs-2conv", tmp_path / "t", trials=5, time_budget=0.01, options=CPU, **BASE)
     saved = json.loads((tmp_path / "t" / "tune.json").read_text())
     assert [t["state"] for t in saved["trials"]] == ["PRUNED"]
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from imageclf.evaluation.report import stats
+from imageclf.modelfile.artifact import CONFIG_FILE, HISTORY_FILE
 from imageclf.models.heads import decide
 
 DEFAULT_BOOTSTRAP = 1000
@@ -24,7 +25,7 @@ def read_history(run_dir: str | Path | None) -> dict[str, list[float]]:
     """RUN/history.csv as columns of floats (empty when the run has none)."""
     if not run_dir:
         return {}
-    path = Path(run_dir) / "history.csv"
+    path = Path(run_dir) / HISTORY_FILE
     if not path.is_file():
         return {}
     with path.open(newline="") as f:
@@ -42,7 +43,7 @@ def read_run_config(run_dir: str | Path | None) -> dict[str, Any]:
     """RUN/config.json as stored (empty when unknown)."""
     if not run_dir:
         return {}
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG_FILE
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

@@ -1,0 +1,85 @@
+"""Process settings: made by what imageclf runs (the command line, before torch loads), never
+by importing the package; a value the user set is kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from imageclf.core import runtime
+
+SETTINGS = tuple(runtime.PROCESS_DEFAULTS)
+
+
+def _python(code: str, **env: str) -> dict:
+    """Run ``code`` in a fresh interpreter whose environment has none of the settings (plus
+    ``env``); what it prints last, as JSON."""
+    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS} | env
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=clean, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_configure_process_sets_only_what_the_environment_does_not(monkeypatch):
+    for key in SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    changed = runtime.configure_process()
+    assert "OMP_WAIT_POLICY" not in changed and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert changed == {k: v for k, v in runtime.PROCESS_DEFAULTS.items() if k != "OMP_WAIT_POLICY"}
+    assert all(os.environ[k] == v for k, v in changed.items())
+    assert runtime.configure_process() == {}
+
+
+def test_importing_the_package_leaves_the_process_alone():
+    seen = _python("""
+        import json, os, sys
+        before = dict(os.environ)
+        import imageclf
+        names = [imageclf.ImageclfError.__name__, imageclf.__version__]
+        print(json.dumps({"changed": sorted(set(os.environ.items()) ^ set(before.items())),
+                          "torch": "torch" in sys.modules, "names": names}))
+    """)
+    assert seen == {"changed": [], "torch": False, "names": ["ImageclfError", seen["names"][1]]}
+
+
+def test_the_public_names_load_on_first_use():
+    import imageclf
+    from imageclf import load  # a from-import goes through the module's __getattr__ too
+    from imageclf.api import load as api_load
+    from imageclf.recipes.schema import Recipe
+
+    assert load is api_load and imageclf.Recipe is Recipe
+    assert all(getattr(imageclf, name) is not None for name in imageclf.__all__)
+    assert set(imageclf.__all__) <= set(dir(imageclf))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        imageclf.nope  # noqa: B018
+
+
+def test_the_command_line_configures_the_process_before_torch_loads():
+    seen = _python("""
+        import json, os, sys
+        from imageclf.core import runtime
+        configure, at_call = runtime.configure_process, {}
+
+        def spy():
+            at_call["torch"] = "torch" in sys.modules
+            return configure()
+
+        runtime.configure_process = spy  # before imageclf.cli binds it
+        from imageclf.cli import main
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+        print(json.dumps({"torch_at_call": at_call.get("torch"), "torch_after": "torch" in sys.modules,
+                          "env": {k: os.environ.get(k) for k in runtime.PROCESS_DEFAULTS}}))
+    """, OMP_WAIT_POLICY="ACTIVE")
+    assert seen["torch_at_call"] is False and seen["torch_after"] is True
+    assert seen["env"] == {**runtime.PROCESS_DEFAULTS, "OMP_WAIT_POLICY": "ACTIVE"}  # the user's value kept
