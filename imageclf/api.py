@@ -11,27 +11,34 @@ from pathlib import Path
 from typing import Any
 
 from imageclf.core.errors import ConfigError
-from imageclf.data.sources import Dataset
+from imageclf.data.sources import Dataset, open_dataset
 from imageclf.inference.classifier import Classifier
 from imageclf.recipes import resolve_recipe
+from imageclf.recipes.choose import choose_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed
 from imageclf.training.loop import fit
 from imageclf.training.options import TrainOptions
 from imageclf.training.run import default_run_dir
 
-DEFAULT_RECIPE = "xray-5block"
+
+def default_recipe(data: str | Path | Dataset, class_names: list[str] | None = None) -> tuple[str, str]:
+    """(recipe name, why) for ``data`` when no recipe is given: chosen from the images
+    (:func:`imageclf.recipes.choose.choose_recipe`)."""
+    ds = data if isinstance(data, Dataset) else open_dataset(data, class_names)
+    return choose_recipe(ds)
 
 
 def train(data: str | Path | Dataset, recipe: str | Path | Recipe | None = None,
           out: str | Path | None = None, **kwargs: Any) -> Classifier:
     """Train a recipe on a dataset and return the trained, saved model.
 
-    ``recipe``: a registered name, a YAML file or a Recipe (default ``xray-5block``; when
-    resuming, the run's own). ``out`` defaults to ``runs/<recipe>-<time>``. Keywords that name
-    a field of :class:`~imageclf.training.options.TrainOptions` say how to train: ``device``
-    ("auto"), ``resume``, ``force``, ``skip_bad``, ``class_names``, ``cache`` ("auto"),
-    ``cache_dir``, ``workers``, ``quiet`` (True), ``precision`` ("auto"). Every other keyword
+    ``recipe``: a registered name, a YAML file or a Recipe (default: chosen from the data by
+    :func:`default_recipe`, and said; when resuming, the run's own). ``out`` defaults to
+    ``runs/<recipe>-<time>``. Keywords that name a field of
+    :class:`~imageclf.training.options.TrainOptions` say how to train: ``device`` ("auto"),
+    ``resume``, ``force``, ``skip_bad``, ``class_names``, ``cache`` ("auto"), ``cache_dir``,
+    ``workers``, ``quiet`` (True), ``precision`` ("auto"). Every other keyword
     overrides a recipe field (``epochs=5``, ``img_size=128``, ``**{"augment.rotation": 10}``).
     ``resume=True`` continues ``out`` from its checkpoint; the recipe and overrides that
     started it may be repeated, and only ``epochs`` may differ from them.
@@ -39,14 +46,15 @@ def train(data: str | Path | Dataset, recipe: str | Path | Recipe | None = None,
     >>> model = imageclf.train("pneumoniamnist.npz", "xray-5block", "runs/x", img_size=128)  # doctest: +SKIP
     """
     options, overrides = TrainOptions.split(kwargs)
+    if recipe is None and not options.resume:
+        recipe, why = default_recipe(data, options.class_names)
+        options.reporter().print(f"no recipe given: {recipe} ({why})")
     if out is None:
         if options.resume:
             raise ConfigError("resuming needs the run folder (out=... / --out)")
         if distributed.requested():
             raise ConfigError("training with several processes needs the run folder (out=... / --out)")
-        out = default_run_dir(resolve_recipe(recipe or DEFAULT_RECIPE, overrides).name)
-    if recipe is None and not options.resume:
-        recipe = DEFAULT_RECIPE
+        out = default_run_dir(resolve_recipe(recipe, overrides).name)
     result = fit(data, recipe, out, options, overrides=overrides)
     return Classifier.load(result.path, device=result.device)
 

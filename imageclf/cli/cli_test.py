@@ -182,14 +182,13 @@ def _record_fit(monkeypatch, module) -> list[dict]:
 
 
 def _received(call: dict, where: str, attr: str | None):
-    from imageclf.api import DEFAULT_RECIPE
     from imageclf.recipes import resolve_recipe
 
     if where == "out":
         return call["out"]
     if where == "options":
         return getattr(call["options"], attr)
-    return getattr(resolve_recipe(call["recipe"] or DEFAULT_RECIPE, call["overrides"]), attr)
+    return getattr(resolve_recipe(call["recipe"], call["overrides"]), attr)
 
 
 def test_the_flag_table_covers_every_train_flag():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from imageclf.api import DEFAULT_RECIPE
+from imageclf.api import default_recipe
 from imageclf.cli.common import app, parse_names, parse_settings
 from imageclf.cli.train_cmd import Cache, CacheDir, ClassNames, Device, Precision, SkipBad, Workers
 from imageclf.core.errors import ConfigError
@@ -28,7 +28,9 @@ def _ints(text: str | None, what: str) -> list[int] | None:
 @app.command("tune")
 def tune_command(
     data: str = typer.Argument(..., help="Dataset: class folders, split folders, CSV or .npz."),
-    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", "-r", help="Recipe name or .yaml file to tune."),
+    recipe: str = typer.Option(None, "--recipe", "-r", show_default=False,
+                               help="Recipe name or .yaml file to tune (default: the one 'imageclf train' "
+                                    "would choose for DATA)."),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Folder for the trials, "
                              "tune.json and best.yaml."),
     trials: int = typer.Option(None, help="Number of trials (default 20 without --time-budget)."),
@@ -59,6 +61,7 @@ def tune_command(
     options = TrainOptions(device=device, force=force, skip_bad=skip_bad,
                            class_names=parse_names(class_names), cache=cache, cache_dir=cache_dir,
                            workers=workers, quiet=quiet, precision=precision)
+    recipe = recipe or default_recipe(data, options.class_names)[0]
     result = tune(data, recipe, out, trials=trials if trials or time_budget else 20,
                   time_budget=time_budget, metric=metric, sizes=_ints(sizes, "--sizes"),
                   batch_sizes=_ints(batch_sizes, "--batch-sizes"), seed=seed, options=options, **overrides)

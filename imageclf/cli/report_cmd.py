@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from imageclf.api import DEFAULT_RECIPE, load
+from imageclf.api import default_recipe, load
 from imageclf.cli.common import app, console, parse_names
 from imageclf.core.errors import ConfigError
 from imageclf.core.io import atomic_write_text
@@ -23,8 +23,9 @@ def inspect_command(
     data: str = typer.Argument(..., help="Dataset: class folders, split folders, CSV or .npz."),
     html: Path = typer.Option(None, "--html", help="Write a self-contained HTML page with the plots."),
     json_out: Path = typer.Option(None, "--json", help="Write the figures as JSON."),
-    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", "-r",
-                               help="Recipe whose preprocessing and augmentation the augmented grid shows."),
+    recipe: str = typer.Option(None, "--recipe", "-r", show_default=False,
+                               help="Recipe whose preprocessing and augmentation the augmented grid shows "
+                                    "(default: the one 'imageclf train' would choose for DATA)."),
     img_size: int = typer.Option(None, help="Input size for the augmented grid (default: the recipe's)."),
     class_names: str = typer.Option(None, help="Comma-separated names for an .npz's labels 0, 1, ..."),
     max_distance: int = typer.Option(8, help="Near-duplicates: most pHash bits (of 64) that may differ."),
@@ -33,8 +34,9 @@ def inspect_command(
     seed: int = typer.Option(0, help="Seed for the sample and augmentation grids."),
 ) -> None:
     """Class counts, image sizes, modes, unreadable files and duplicates across splits of DATA."""
-
-    result = inspect(data, recipe, img_size=img_size, class_names=parse_names(class_names),
+    names = parse_names(class_names)
+    recipe = recipe or default_recipe(data, names)[0]
+    result = inspect(data, recipe, img_size=img_size, class_names=names,
                      workers=workers, seed=seed, max_distance=max_distance, min_correlation=min_correlation)
     typer.echo(result.summary())
     if json_out:

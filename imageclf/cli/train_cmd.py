@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from imageclf.api import DEFAULT_RECIPE, train
+from imageclf.api import default_recipe, train
 from imageclf.cli.common import app, parse_names, parse_settings
 from imageclf.core.errors import ConfigError
 from imageclf.recipes import resolve_recipe
@@ -34,7 +34,9 @@ def train_command(
     data: str = typer.Argument(..., help="Dataset: class folders, split folders, CSV or .npz."),
     recipe: str = typer.Option(None, "--recipe", "-r", show_default=False,
                                help="Recipe name (see 'imageclf recipes') or a recipe .yaml file "
-                                    f"(default: {DEFAULT_RECIPE}; with --resume, the run's own)."),
+                                    "(default: chosen from DATA's images and said: a fine-tuned ImageNet "
+                                    "network when the pretrained extra is installed; with --resume, the "
+                                    "run's own)."),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Run folder to write (default: runs/<recipe>-<time>)."),
     img_size: int = typer.Option(None, help="Input size in pixels (square)."),
@@ -47,8 +49,9 @@ def train_command(
                                                   "has no val split (stratified)."),
     set_: list[str] = typer.Option(None, "--set", help="Any recipe setting, key=value; dotted "
                                    "keys reach nested ones: --set augment.rotation=10."),
-    pretrained: Path = typer.Option(None, "--pretrained", help="Start from a local weights file "
-                                    "(.safetensors, or .pth/.pt state_dict); see docs/quality.md."),
+    pretrained: str = typer.Option(None, "--pretrained", help="Start from weights: 'imagenet' (those "
+                                   "registered for the recipe's model), a name from 'imageclf weights', or "
+                                   "a local file (.safetensors, .pth/.pt state_dict); see docs/quality.md."),
     folds: int = typer.Option(None, "--folds", help="K-fold cross-validation: K runs in OUT/fold-k, "
                               "mean ± std of their val figures in OUT/cv.json."),
     class_names: ClassNames = None,
@@ -73,20 +76,23 @@ def train_command(
     overrides = {"img_size": img_size, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "channels": channels, "seed": seed, "val_fraction": val_fraction,
                  **parse_settings(set_)}
-    overrides["pretrained"] = str(pretrained) if pretrained else None
+    overrides["pretrained"] = pretrained
     overrides = {k: v for k, v in overrides.items() if v is not None}
     options = TrainOptions(device=device, resume=resume, force=force, skip_bad=skip_bad,
                            class_names=parse_names(class_names), cache=cache, cache_dir=cache_dir,
                            workers=workers, quiet=quiet, precision=precision)
+    if recipe is None and not resume:
+        recipe, why = default_recipe(data, options.class_names)
+        typer.echo(f"no --recipe given: {recipe} ({why})", err=True)
     if folds and nproc and nproc > 1:
         raise ConfigError("--folds and --nproc cannot be combined (run the folds one by one)")
     if folds:
-        cv = cross_validate(data, recipe or DEFAULT_RECIPE, out, folds, options, **overrides)
+        cv = cross_validate(data, recipe, out, folds, options, **overrides)
         typer.echo(cv.summary())
         return
     if nproc is not None and nproc > 1:
         if out is None and not resume:  # chosen once, here: the N processes write one folder
-            out = default_run_dir(resolve_recipe(recipe or DEFAULT_RECIPE, overrides).name)
+            out = default_run_dir(resolve_recipe(recipe, overrides).name)
         launch(nproc, train, data, recipe, out, **options.as_kwargs(), **overrides)
         typer.echo(str(out))
         return
