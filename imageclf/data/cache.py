@@ -302,14 +302,3 @@ def _cache_to_disk(split, pre, cache_dir: Path, workers, skip_bad, progress) -> 
     keep_arr = np.array(keep, dtype=np.int64)
     return CachedSplit(split.name, DiskImages(data_path, (len(keep), h, w, pre.channels)),
                        split.labels[keep_arr], keep_arr, skipped)
-
-
-def content_hashes(images: np.ndarray | DiskImages, batch: int = 512) -> np.ndarray:
-    """An 8-byte BLAKE2 hash of each decoded image (to find train/test overlap later)."""
-    out = np.empty(len(images), np.uint64)
-    for start in range(0, len(images), batch):
-        block = images[start:start + batch]
-        for j, img in enumerate(block):
-            digest = hashlib.blake2b(img.tobytes(), digest_size=8).digest()
-            out[start + j] = np.frombuffer(digest, np.uint64)[0]
-    return out

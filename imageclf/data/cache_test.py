@@ -5,7 +5,8 @@ import pytest
 
 from imageclf.core.errors import BadImageError
 from imageclf.data import synthetic as testing
-from imageclf.data.cache import DiskImages, cache_split, content_hashes
+from imageclf.data.cache import DiskImages, cache_split
+from imageclf.data.hashing import pixel_hashes
 from imageclf.data.images import Preprocessing
 from imageclf.data.sources import open_dataset
 
@@ -23,7 +24,7 @@ def test_disk_and_memory_caches_hold_the_same_pixels(split, tmp_path):
     assert isinstance(disk.images, DiskImages)
     idx = np.array([5, 0, 79, 40])
     assert np.array_equal(disk.images[idx], mem.images[idx])
-    assert np.array_equal(content_hashes(disk.images), content_hashes(mem.images))
+    assert np.array_equal(pixel_hashes(disk.images), pixel_hashes(mem.images))
 
 
 def test_disk_cache_reused_and_invalidated_by_mtime(split, tmp_path):

@@ -85,10 +85,27 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.asarray(a, np.uint64)[:, None] ^ np.asarray(b, np.uint64)[None, :])
 
 
-def pixel_key(image: np.ndarray) -> bytes:
-    """A digest of an image's exact pixels and shape: equal keys, identical images."""
-    arr = np.ascontiguousarray(image)
-    return hashlib.blake2b(arr.tobytes() + str(arr.shape).encode(), digest_size=16).digest()
+def pixel_hash(image: np.ndarray) -> int:
+    """A 64-bit BLAKE2 digest of an image's exact pixel bytes: identical images, equal hashes.
+
+    Run folders store these for their training images (train_hashes.npy), so the definition
+    must not change: a model trained before would stop recognising its own images."""
+    digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=8).digest()
+    return int(np.frombuffer(digest, np.uint64)[0])
+
+
+def pixel_hashes(images, batch: int = 512) -> np.ndarray:
+    """:func:`pixel_hash` of each of same-sized images (an array or a disk cache, read in blocks)."""
+    out = np.empty(len(images), np.uint64)
+    for start in range(0, len(images), batch):
+        for j, img in enumerate(images[start:start + batch]):
+            out[start + j] = pixel_hash(img)
+    return out
+
+
+def pixel_key(image: np.ndarray) -> tuple[tuple[int, ...], int]:
+    """Exact-duplicate key of an image of any size: its shape and :func:`pixel_hash`."""
+    return tuple(np.shape(image)), pixel_hash(image)
 
 
 def _standardise(thumbs: np.ndarray) -> np.ndarray:
@@ -105,10 +122,10 @@ class Hashes:
 
     phash: np.ndarray
     unit: np.ndarray
-    exact: list[bytes]
+    exact: list[tuple]
 
     @classmethod
-    def of_thumbnails(cls, thumbs: np.ndarray, exact: list[bytes]) -> Hashes:
+    def of_thumbnails(cls, thumbs: np.ndarray, exact: list[tuple]) -> Hashes:
         return cls(phash(thumbs), _standardise(thumbs), exact)
 
     def __len__(self) -> int:
@@ -141,7 +158,7 @@ def near_pairs(a: Hashes, b: Hashes, max_distance: int = DEFAULT_MAX_DISTANCE,
 
 def exact_pairs(a: Hashes, b: Hashes, *, same: bool = False) -> list[tuple[int, int]]:
     """(i, j) for pixel-identical images ``a[i]`` and ``b[j]``."""
-    where: dict[bytes, list[int]] = {}
+    where: dict[tuple, list[int]] = {}
     for j, key in enumerate(b.exact):
         where.setdefault(key, []).append(j)
     pairs = []

@@ -11,7 +11,8 @@ import numpy as np
 from imageclf.core.errors import DataError
 from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import QUIET, Reporter
-from imageclf.data.cache import cache_split, content_hashes
+from imageclf.data.cache import cache_split
+from imageclf.data.hashing import pixel_hashes
 from imageclf.data.sources import Dataset, evaluation_split, open_dataset
 from imageclf.evaluation.metrics import classification_metrics, format_report
 from imageclf.evaluation.report.figures import compute_figures
@@ -92,7 +93,7 @@ def overlap_with_training(run_dir: str, images) -> int:
         return 0
     if train.dtype != np.uint64 or train.ndim != 1:
         return 0
-    return int(np.isin(content_hashes(images), train).sum())
+    return int(np.isin(pixel_hashes(images), train).sum())
 
 
 def evaluate(model, data: str | Path | Dataset, split: str | None = None, *, batch_size: int = 128,

@@ -27,6 +27,7 @@ from imageclf.core.io import atomic_save_safetensors, atomic_write_text
 from imageclf.core.version import __version__
 from imageclf.data.images import Preprocessing
 from imageclf.models import create_model
+from imageclf.models.heads import num_outputs
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -66,11 +67,13 @@ class ModelConfig:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     members: list[dict[str, Any]] = field(default_factory=list)
+    # What the weights started from: a registered name (package, sha256, licence) or a file.
+    pretrained: dict[str, str] = field(default_factory=dict)
     weights_sha256: str = ""
 
     @property
     def num_outputs(self) -> int:
-        return 1 if len(self.classes) == 2 else len(self.classes)
+        return num_outputs(len(self.classes))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,6 +99,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "versions": ((dict,), False),
     "created": ((str,), False),
     "members": ((list,), False),
+    "pretrained": ((dict,), False),
     "weights_sha256": ((str,), False),
 }
 

@@ -43,7 +43,7 @@ def _photo(name: str, model: str, img_size: int, description: str, **extra) -> R
 def photo_lite0_probe() -> Recipe:
     return _photo("photo-lite0-probe", "efficientnet_lite0", 224,
                   "Linear probe on frozen ImageNet EfficientNet-Lite0 features at 224 px (seconds).",
-                  probe=True, pretrained="imagenet", epochs=1, tta=["hflip"], augment=Augment())
+                  probe=True, pretrained="imagenet", epochs=1, augment=Augment())
 
 
 @register_recipe

@@ -75,11 +75,13 @@ def shard(index: np.ndarray) -> np.ndarray:
     return index[rank()::world_size()] if is_distributed() else index
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, find_unused: bool = False) -> nn.Module:
+    """``model`` under DDP when this is a distributed run; ``find_unused``: some parameters may
+    get no gradient in a step (frozen while the head trains alone)."""
     if not is_distributed():
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

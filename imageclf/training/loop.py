@@ -29,17 +29,21 @@ from imageclf.data.cache import CachedSplit, batches
 from imageclf.data.images import Preprocessing
 from imageclf.data.sources import Dataset, Split, open_dataset, training_splits
 from imageclf.data.transforms import augment, normalize, to_float
-from imageclf.evaluation.metrics import binary_roc_auc, log_loss, roc_auc
-from imageclf.inference.forward import auto_batch_size, pool_before_relu, predict_probs, resolve_device
+from imageclf.inference.forward import pool_before_relu, resolve_device
 from imageclf.models import check_forward, create_model, num_params
+from imageclf.models.heads import logit_predictions, training_targets
+from imageclf.models.heads import num_outputs as outputs_for
 from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
 from imageclf.training.callbacks import EarlyStopper, ModelEma, PlateauReducer, monitor_mode, schedule_factor
+from imageclf.training.finetune import freeze_batchnorm, train_only_head
 from imageclf.training.optim import build_optimizer, set_lr
 from imageclf.training.options import TrainOptions
-from imageclf.training.pretrained import load_pretrained
+from imageclf.training.pretrained import load_pretrained, resolve_pretrained
+from imageclf.training.probe import run_probe
 from imageclf.training.run import InterruptGuard, RunDir, TrainingState, prepare_caches, resumed_recipe
+from imageclf.training.validation import validate
 
 
 @dataclass
@@ -50,19 +54,6 @@ class FitResult:
     best_epoch: int  # counted from 1, as in metrics.json
     metrics: dict[str, Any]  # what RUN/metrics.json holds
     device: str  # the device it trained on, to load the model on
-
-
-@dataclass
-class Validation:
-    """One pass over the validation split."""
-
-    loss: float
-    accuracy: float
-    auc: float
-
-    def as_row(self) -> dict[str, float]:
-        """The history / metrics columns."""
-        return {"val_loss": self.loss, "val_accuracy": self.accuracy, "val_auc": self.auc}
 
 
 def class_weight_vector(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -153,6 +144,10 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train: CachedSplit, cl
     amp = device.type == "cuda" if amp is None else amp
     model, opt = state.model, state.optimizer
     model.train()
+    if recipe.freeze_bn:
+        freeze_batchnorm(model)
+    if recipe.freeze_epochs:
+        train_only_head(dist.unwrap(model), epoch < recipe.freeze_epochs)
     pre = recipe.preprocessing()
     plan = batch_plan(len(train), recipe.batch_size * dist.world_size(), epoch, recipe.seed,
                       recipe.steps_per_epoch)
@@ -213,7 +208,7 @@ def _step_inputs(state: TrainingState, recipe: Recipe, pre: Preprocessing, pixel
     x = augment(to_float(xb), recipe.augment, state.aug_gen)
     x = normalize(x, pre.mean, pre.std)
     x = x.contiguous(memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
-    target = yb.float() if k == 1 else F.one_hot(yb, k).float()
+    target = training_targets(yb, k)
     weight = class_w[yb] if class_w is not None else None
     if recipe.mixup:
         lam = float(np.random.default_rng(mix_seed).beta(recipe.mixup, recipe.mixup))
@@ -229,26 +224,11 @@ def _tally(sums: dict[str, torch.Tensor], logits: torch.Tensor, labels: torch.Te
            loss_sum: torch.Tensor, own: int) -> None:
     """Add one step to the epoch's loss, correct and image counts (this rank's own images only)."""
     with torch.no_grad():
-        pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+        pred = logit_predictions(logits)
         if own:
             sums["loss"] += loss_sum.detach().float()
             sums["correct"] += (pred == labels).sum()
         sums["n"] += own
-
-
-def validate(state: TrainingState, recipe: Recipe, val: CachedSplit) -> Validation:
-    """Validation loss, accuracy and ROC-AUC through the same path prediction uses."""
-    model, device = state.eval_model(), state.device
-    pre = recipe.preprocessing()
-    # Under DDP each rank predicts a block of the validation images; all get all the probabilities.
-    images = val.images[dist.contiguous_shard(len(val))] if dist.is_distributed() else val.images
-    probs = dist.all_gather_rows(predict_probs(
-        model, images, pre, device=device, tta=recipe.tta, channels_last=recipe.channels_last,
-        batch_size=auto_batch_size(pre, device) if device.type == "cpu" else max(64, recipe.batch_size)))
-    y = val.labels
-    pred = (probs[:, 1] >= 0.5).astype(np.int64) if probs.shape[1] == 2 else probs.argmax(1)
-    auc = binary_roc_auc(y, probs[:, 1]) if probs.shape[1] == 2 else roc_auc(y, probs)
-    return Validation(log_loss(y, probs), float((pred == y).mean()), auc)
 
 
 def fit(data: str | Path | Dataset, recipe: str | Path | Recipe | None, out: str | Path,
@@ -265,7 +245,11 @@ def fit(data: str | Path | Dataset, recipe: str | Path | Recipe | None, out: str
     configure_process()  # before the first large allocation (see its docstring)
     run = prepare_run(data, recipe, out, options or TrainOptions(), overrides or {})
     state, train, val = build_state(run)
-    run_epochs(run, state, train, val, on_epoch)
+    if run.recipe.probe:
+        run_probe(state, run.recipe, train, val, _class_weights(run, train), run.rep)
+        run.folder.save_epoch(state, run.recipe, run.dataset)
+    else:
+        run_epochs(run, state, train, val, on_epoch)
     return finish(run, state, train, val)
 
 
@@ -283,6 +267,7 @@ class PreparedRun:
     resume_from: dict | None
     options: TrainOptions
     rep: Reporter
+    pretrained: dict[str, str] | None = None  # what the weights came from (build_state says)
 
 
 def prepare_run(data: str | Path | Dataset, recipe: str | Path | Recipe | None, out: str | Path,
@@ -324,11 +309,13 @@ def build_state(run: PreparedRun) -> tuple[TrainingState, CachedSplit, CachedSpl
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: the fastest kernels pay at once
     torch.manual_seed(recipe.seed)
-    num_outputs = 1 if run.dataset.num_classes == 2 else run.dataset.num_classes
+    num_outputs = outputs_for(run.dataset.num_classes)
     model = create_model(recipe.model, recipe.channels, num_outputs, recipe.size, **recipe.model_kwargs)
     check_forward(model, recipe.model, recipe.channels, recipe.size)
-    if recipe.pretrained and run.resume_from is None:
-        rep.print(load_pretrained(model, recipe.pretrained).summary())
+    if recipe.pretrained:  # recorded on resume too; loaded only on a fresh start
+        path, run.pretrained = resolve_pretrained(recipe.pretrained, recipe.model)
+        if run.resume_from is None:
+            rep.print(load_pretrained(model, path).summary())
     with dist.local_main_first():  # under DDP one process per machine decodes; the rest reuse it
         # Several ranks share one decoded copy on disk, through the page cache, not one each in memory.
         shared = dist.world_size() > 1 and run.options.cache == "auto"
@@ -339,8 +326,10 @@ def build_state(run: PreparedRun) -> tuple[TrainingState, CachedSplit, CachedSpl
         model = model.to(memory_format=torch.channels_last)
     pool_before_relu(model)
     rep.print(f"model {recipe.model}: {num_params(model):,} parameters on {device}")
-    opt = build_optimizer(recipe, model.parameters())
-    state = TrainingState(model=dist.wrap(model, device), optimizer=opt, num_outputs=num_outputs,
+    opt = build_optimizer(recipe, model)
+    # Head-only epochs leave the backbone without gradients, which DDP must be told it may see.
+    wrapped = dist.wrap(model, device, find_unused=recipe.freeze_epochs > 0)
+    state = TrainingState(model=wrapped, optimizer=opt, num_outputs=num_outputs,
                           ema=ModelEma(model, recipe.ema) if recipe.ema else None, device=device,
                           early=EarlyStopper(recipe.early_stopping) if recipe.early_stopping else None,
                           plateau=PlateauReducer(recipe.reduce_lr, recipe.lr) if recipe.reduce_lr else None)
@@ -354,8 +343,8 @@ def run_epochs(run: PreparedRun, state: TrainingState, train: CachedSplit, val: 
                on_epoch: Callable[[dict], None] | None = None) -> None:
     """Epochs until the recipe's last or an early stop, each checkpointed. Ctrl-C is held to the
     end of its step and checkpointed there (:class:`~imageclf.training.run.InterruptGuard`)."""
-    cw = (torch.tensor(class_weight_vector(train.labels, run.dataset.num_classes), dtype=torch.float32,
-                       device=run.device) if run.recipe.class_weights == "balanced" else None)
+    weights = _class_weights(run, train)
+    cw = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=run.device)
     guard = InterruptGuard()
     stopped_early = False
     try:
@@ -377,6 +366,13 @@ def run_epochs(run: PreparedRun, state: TrainingState, train: CachedSplit, val: 
         raise
     finally:
         guard.restore()
+
+
+def _class_weights(run: PreparedRun, train: CachedSplit) -> np.ndarray | None:
+    """Per-class loss weights ('balanced'), or None when the recipe has none."""
+    if run.recipe.class_weights != "balanced":
+        return None
+    return class_weight_vector(train.labels, run.dataset.num_classes)
 
 
 def _epoch(run: PreparedRun, state: TrainingState, train: CachedSplit, val: CachedSplit,
@@ -415,7 +411,7 @@ def finish(run: PreparedRun, state: TrainingState, train: CachedSplit, val: Cach
     if recipe.early_stopping is None or recipe.early_stopping.restore_best:
         state.restore_best()
     final = validate(state, recipe, val).as_row()
-    metrics = run.folder.finish(state, recipe, run.dataset, train, val, final)
+    metrics = run.folder.finish(state, recipe, run.dataset, train, val, final, run.pretrained)
     dist.barrier()  # every rank may load the model file once this returns: rank 0 has written it
     run.rep.print(f"[green]saved[/green] {run.folder.path} (best epoch {state.best_epoch + 1}: val_loss "
                   f"{final['val_loss']:.4f}, val_accuracy {final['val_accuracy']:.4f}, "

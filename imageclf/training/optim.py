@@ -1,8 +1,10 @@
-"""Optimisers by name (a registry, Keras' defaults where a seed recipe asks for them)."""
+"""Optimisers by name (a registry, Keras' defaults where a seed recipe asks for them), and their
+parameter groups: weight decay spares biases and norm scales; with ``layer_decay`` each block
+group gets ``lr * layer_decay ** depth``, depth counted from the head (timm's grouping)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,24 +22,36 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
 }
 
 
-def build_optimizer(recipe, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """The recipe's optimiser; weight decay spares biases and norm scales (1-D tensors)."""
+def parameter_groups(recipe, model: nn.Module) -> list[dict]:
+    """The optimiser's groups for ``model``; each may carry an ``lr_scale`` that :func:`set_lr` keeps."""
+    if recipe.layer_decay is not None:
+        if not hasattr(model, "group_matcher"):
+            raise ConfigError(f"layer_decay needs a network that names its block groups (the timm "
+                              f"architectures, e.g. efficientnet_lite0); {recipe.model} does not")
+        # Lazy, documented: timm is an optional extra, needed only for its own architectures.
+        from timm.optim import param_groups_layer_decay
+
+        return param_groups_layer_decay(model, weight_decay=recipe.weight_decay,
+                                        layer_decay=recipe.layer_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.weight_decay:
+        return [{"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
+                {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [{"params": params}]
+
+
+def build_optimizer(recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``model``'s parameters (see :func:`parameter_groups`)."""
     if recipe.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {recipe.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    params = [p for p in params if p.requires_grad]
-    if recipe.weight_decay:
-        groups = [
-            {"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-        ]
-    else:
-        groups = [{"params": params}]
     try:
-        return OPTIMIZERS[recipe.optimizer](groups, recipe.lr, dict(recipe.optimizer_kwargs))
+        return OPTIMIZERS[recipe.optimizer](parameter_groups(recipe, model), recipe.lr,
+                                            dict(recipe.optimizer_kwargs))
     except TypeError as exc:
         raise ConfigError(f"optimizer {recipe.optimizer!r}: {exc}") from None
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group at ``lr`` times its ``lr_scale`` (1 where it has none)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

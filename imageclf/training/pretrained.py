@@ -1,6 +1,12 @@
-"""Start a network from a local weights file (``--pretrained PATH``); nothing is ever downloaded.
+"""Start a network from pretrained weights (``--pretrained``); nothing is ever downloaded.
 
-The file is a plain state_dict: ``.safetensors`` (preferred), or ``.pth`` / ``.pt`` /
+``--pretrained`` names either weights in the registry (``imagenet``: the ones registered for
+the recipe's architecture; or a full name such as ``efficientnet_lite0.imagenet``, see
+:mod:`imageclf.models.weights`), which come from an installed package, or a local file.
+Either way, what the model started from (name or file, sha256, licence) is recorded in its
+config.json.
+
+A file is a plain state_dict: ``.safetensors`` (preferred), or ``.pth`` / ``.pt`` /
 ``.bin`` read with ``torch.load(weights_only=True)``, which refuses pickled code. A
 checkpoint that wraps the state_dict under ``state_dict`` / ``model`` / ``model_state``
 is unwrapped, and ``module.`` / ``model.`` / ``_orig_mod.`` name prefixes are dropped.
@@ -22,6 +28,14 @@ import torch
 from torch import nn
 
 from imageclf.core.errors import ConfigError
+from imageclf.models.weights import (
+    file_sha256,
+    get_weights_source,
+    list_weights,
+    provenance,
+    resolve_weights,
+    weights_for,
+)
 
 PREFIXES = ("module.", "_orig_mod.", "model.")
 WRAPPERS = ("state_dict", "model", "model_state", "model_state_dict", "net")
@@ -103,6 +117,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> PretrainedReport:
     new_state = {}
     for name, current in target.items():
         src = source.get(name)
+        if name.endswith("num_batches_tracked"):
+            continue  # BatchNorm's step counter, not a weight: files may or may not carry it
         if src is None:
             report.kept.append(name)
             continue
@@ -125,3 +141,20 @@ def load_pretrained(model: nn.Module, path: str | Path) -> PretrainedReport:
             f"(first names in the file: {', '.join(list(source)[:3])})")
     model.load_state_dict(new_state, strict=False)
     return report
+
+
+def resolve_pretrained(spec: str, model: str) -> tuple[Path, dict[str, str]]:
+    """(the weights file, its provenance) for ``--pretrained spec`` on architecture ``model``.
+
+    ``imagenet`` and registered names resolve to the converted file in the weights cache
+    (:func:`imageclf.models.weights.resolve_weights`); anything else is a local file, recorded
+    by its path and sha256.
+    """
+    if spec == "imagenet" or spec in list_weights():
+        source = weights_for(model) if spec == "imagenet" else get_weights_source(spec)
+        return resolve_weights(source.name), provenance(source)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{spec}: pretrained weights file not found (or give 'imagenet' or one of: "
+                          f"{', '.join(list_weights())})")
+    return path, {"file": str(path), "sha256": file_sha256(path)}

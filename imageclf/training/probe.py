@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imageclf.core.errors import ConfigError
 from imageclf.core.io import atomic_path, cache_root
 from imageclf.core.progress import QUIET, Reporter
+from imageclf.data.cache import CachedSplit
 from imageclf.data.images import Preprocessing
+from imageclf.evaluation.metrics import log_loss
 from imageclf.inference.embed import embed_arrays, head_layer
+from imageclf.models.heads import logits_to_probs
 from imageclf.models.heads import num_outputs as outputs_for
+from imageclf.recipes.schema import Recipe
+from imageclf.training import distributed as dist
+from imageclf.training.run import TrainingState
+from imageclf.training.validation import validate
 
 # Inverse L2 strengths tried (scikit-learn's C: larger is weaker): the probe's one setting.
 C_VALUES = (0.01, 0.1, 1.0, 10.0)
@@ -130,3 +139,36 @@ def cached_features(network: nn.Module, images, pre: Preprocessing, *, device: t
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         np.save(f, feats, allow_pickle=False)
     return feats
+
+
+def run_probe(state: TrainingState, recipe: Recipe, train: CachedSplit, val: CachedSplit,
+              class_weights: np.ndarray | None, reporter: Reporter = QUIET) -> dict:
+    """The probe as the one "epoch" of a run: features, the fitted head in the network, its
+    validation through the forward path; returns the history row (also appended to ``state``)."""
+    if dist.world_size() > 1:
+        raise ConfigError("a linear probe runs in one process; drop --nproc")
+    t0 = time.perf_counter()
+    net, pre = state.net, recipe.preprocessing()
+    feats = cached_features(net, train.images, pre, device=state.device, tta=recipe.tta,
+                            what="the training images", reporter=reporter)
+    head = fit_linear_head(feats, train.labels, outputs_classes(state), class_weights, recipe.seed)
+    set_head(net, head)
+    logits = torch.from_numpy(feats) @ head.weight.T + head.bias
+    probs = logits_to_probs(logits).numpy()
+    row = {"epoch": 1, "lr": 0.0, "loss": log_loss(train.labels, probs),
+           "accuracy": float((probs.argmax(1) == train.labels).mean()),
+           **validate(state, recipe, val).as_row()}
+    seconds = time.perf_counter() - t0
+    row.update(seconds=round(seconds, 3), images_per_s=round(len(train) / seconds, 1))
+    reporter.print(f"linear probe: C={head.c:g} (3-fold CV accuracy {head.cv_accuracy:.4f} on the training "
+                   f"features); val_acc {row['val_accuracy']:.4f}  val_auc {row['val_auc']:.4f}  "
+                   f"{seconds:.1f} s")
+    state.history.append(row)
+    state.track_best(row["val_loss"], "min", 0)
+    state.end_epoch()
+    return row
+
+
+def outputs_classes(state: TrainingState) -> int:
+    """The class count behind the network's outputs (one logit: two classes)."""
+    return 2 if state.num_outputs == 1 else state.num_outputs

@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from imageclf.core.errors import ConfigError, ImageclfError
-from imageclf.core.io import atomic_path, atomic_write_text, remove_stale_temps
+from imageclf.core.io import atomic_path, atomic_write_text, check_output_folder, remove_stale_temps
 from imageclf.core.progress import Reporter
-from imageclf.data.cache import CachedSplit, cache_split, content_hashes
+from imageclf.data.cache import CachedSplit, cache_split
+from imageclf.data.hashing import pixel_hashes
 from imageclf.data.images import Preprocessing
 from imageclf.data.sources import Dataset, Split
 from imageclf.modelfile.artifact import (
@@ -253,13 +254,8 @@ class RunDir:
         if resume:
             groups, optimizer, meta = load_checkpoint(self.path)
             return {"groups": groups, "optimizer": optimizer, **meta}
-        if self.path.exists() and not self.path.is_dir():
-            raise ImageclfError(f"{self.path}: exists and is not a folder")
-        if self.path.exists() and any(self.path.iterdir()):
-            if not force:
-                hint = " or --resume to continue it" if self.has_checkpoint() else ""
-                raise ImageclfError(f"{self.path}: already exists and is not empty; use --force to "
-                                    f"overwrite it{hint}")
+        hint = " or --resume to continue it" if self.has_checkpoint() else ""
+        if check_output_folder(self.path, force, hint):  # forced: clear what a run owns
             for name in (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE):
                 (self.path / name).unlink(missing_ok=True)
         if dist.is_main():
@@ -330,8 +326,10 @@ class RunDir:
             self.checkpoint(state, recipe, dataset)
 
     def finish(self, state: TrainingState, recipe, dataset: Dataset, train: CachedSplit,
-               val: CachedSplit, final: dict[str, float]) -> dict[str, Any]:
-        """Write the model file and the rest of the folder; returns the metrics (on every rank)."""
+               val: CachedSplit, final: dict[str, float], pretrained: dict[str, str] | None = None
+               ) -> dict[str, Any]:
+        """Write the model file and the rest of the folder; returns the metrics (on every rank).
+        ``pretrained``: what the weights started from (name or file, sha256, licence)."""
         metrics = {"best_epoch": state.best_epoch + 1, "epochs_run": state.epoch, **final,
                    "train_images": len(train), "val_images": len(val),
                    "skipped_images": len(train.skipped) + len(val.skipped)}
@@ -343,11 +341,12 @@ class RunDir:
             classes=list(dataset.classes), preprocessing=recipe.preprocessing(),
             threshold=recipe.threshold, tta=list(recipe.tta), name=recipe.name,
             recipe=recipe.to_dict(), metrics=metrics, data=dataset.fingerprint(),
+            pretrained=dict(pretrained or {}),
         )
         save_model(self.path, model, config)
         atomic_write_text(self.path / RECIPE_FILE, recipe.to_yaml())
         atomic_write_text(self.path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         with atomic_path(self.path / TRAIN_HASHES_FILE) as tmp, open(tmp, "wb") as f:
-            np.save(f, content_hashes(train.images), allow_pickle=False)
+            np.save(f, pixel_hashes(train.images), allow_pickle=False)
         self.write_history(state.history)
         return metrics
