@@ -19,7 +19,7 @@ from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed
 from imageclf.training.loop import fit
 from imageclf.training.options import TrainOptions
-from imageclf.training.run import default_run_dir
+from imageclf.training.run import default_run_dir, resumed_options
 
 
 def default_recipe(data: str | Path | Dataset, class_names: list[str] | None = None) -> tuple[str, str]:
@@ -46,8 +46,10 @@ def train(data: str | Path | Dataset, recipe: str | Path | Recipe | None = None,
     >>> model = imageclf.train("pneumoniamnist.npz", "xray-5block", "runs/x", img_size=128)  # doctest: +SKIP
     """
     options, overrides = TrainOptions.split(kwargs)
+    options = resumed_options(options, out)  # a resumed run keeps the grouping it started with
+    data = options.open_dataset(data)  # once: columns, groups and exclusions as the options say
     if recipe is None and not options.resume:
-        recipe, why = default_recipe(data, options.class_names)
+        recipe, why = default_recipe(data)
         options.reporter().print(f"no recipe given: {recipe} ({why})")
     if out is None:
         if options.resume:

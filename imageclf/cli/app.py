@@ -20,6 +20,8 @@ from imageclf.cli import evaluate_cmd, models_cmd, predict_cmd, train_cmd  # noq
 from imageclf.cli import serve_cmd  # noqa: F401  isort: skip
 from imageclf.cli import quality_cmd  # noqa: F401  isort: skip
 from imageclf.cli import report_cmd  # noqa: F401  isort: skip
+from imageclf.cli import review_cmd  # noqa: F401  isort: skip
+from imageclf.cli import transfer_cmd  # noqa: F401  isort: skip
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -141,6 +141,10 @@ TRAIN_FLAGS = {
     "--set": (["--set", "mixup=0.4"], "recipe", "mixup", 0.4),
     "--pretrained": (["--pretrained", "w.safetensors"], "recipe", "pretrained", "w.safetensors"),
     "--class-names": (["--class-names", "neg,pos"], "options", "class_names", ["neg", "pos"]),
+    "--path-column": (["--path-column", "FILE"], "options", "path_column", "FILE"),
+    "--label-column": (["--label-column", "Label"], "options", "label_column", "Label"),
+    "--group-by": (["--group-by", "patient"], "options", "group_by", "patient"),
+    "--exclude": (["--exclude", "excluded.csv"], "options", "exclude", "excluded.csv"),
     "--device": (["--device", "cuda:3"], "options", "device", "cuda:3"),  # fit is patched: never opened
     "--workers": (["--workers", "3"], "options", "workers", 3),
     "--cache": (["--cache", "disk"], "options", "cache", "disk"),
@@ -151,6 +155,8 @@ TRAIN_FLAGS = {
     "--quiet": (["--quiet"], "options", "quiet", True),
     "--precision": (["--precision", "bf16"], "options", "precision", "bf16"),
 }
+# Flags that read a CSV's columns train on this CSV instead of the npz (see _grouped_csv).
+CSV_FLAGS = {"--path-column", "--label-column", "--group-by", "--exclude"}
 # How to train, not what: the one train flag each of these leaves out, and why.
 NOT_THROUGH = {"--folds": "it chooses the path", "--nproc": "refused with --folds; launches processes"}
 
@@ -172,7 +178,8 @@ def _record_fit(monkeypatch, module) -> list[dict]:
     calls = []
 
     def fit(data, recipe, out, options=None, *, overrides=None, on_epoch=None):
-        calls.append({"recipe": recipe, "overrides": overrides or {}, "out": Path(out), "options": options})
+        calls.append({"recipe": recipe, "overrides": overrides or {}, "out": Path(out), "options": options,
+                      "data": data})
         figures = {"val_loss": 0.5, "val_accuracy": 0.5, "val_auc": 0.5, "best_epoch": 1,
                    "train_images": 1, "val_images": 1}
         return FitResult(Path(out), 1, figures, "cpu")
@@ -189,6 +196,27 @@ def _received(call: dict, where: str, attr: str | None):
     if where == "options":
         return getattr(call["options"], attr)
     return getattr(resolve_recipe(call["recipe"], call["overrides"]), attr)
+
+
+def _grouped_csv(folder: Path) -> Path:
+    """``folder/data.csv`` (file, label, patient: 8 patients of 2 images) and
+    ``folder/excluded.csv`` listing one of its images."""
+    images, labels = testing.synthetic_images(16, 28)
+    paths = testing.write_images(folder / "img", images, labels, ["neg", "pos"])
+    rows = [f"{p.relative_to(folder)},{['neg', 'pos'][k]},p{i % 8}"
+            for i, (p, k) in enumerate(zip(paths, labels))]
+    (folder / "data.csv").write_text("file,label,patient\n" + "\n".join(rows) + "\n")
+    (folder / "excluded.csv").write_text(f"path,exclude\n{paths[0].relative_to(folder)},true\n")
+    return folder / "data.csv"
+
+
+def _check_data(flag: str, call: dict) -> None:
+    """What a data flag did to the Dataset fit was given (on the plain path)."""
+    data = call["data"]
+    if flag == "--group-by":
+        assert data.group_by == "patient" and data.splits["all"].groups is not None
+    elif flag == "--exclude":
+        assert len(data.excluded) == 1
 
 
 def test_the_flag_table_covers_every_train_flag():
@@ -215,7 +243,8 @@ def test_every_train_flag_reaches_fit(flag, path, tmp_path, tiny_npz, monkeypatc
         if flag == "--resume":  # fold 1 half-trained: the fold that --resume continues
             (tmp_path / "run" / "fold-1").mkdir(parents=True)
             (tmp_path / "run" / "fold-1" / CHECKPOINT_FILE).write_bytes(b"")
-    argv = ["train", tiny_npz, "--recipe", "catsdogs-2conv", "--out", "run", *extra, *args]
+    data = _grouped_csv(tmp_path) if flag in CSV_FLAGS else tiny_npz
+    argv = ["train", data, "--recipe", "catsdogs-2conv", "--out", "run", *extra, *args]
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     got = _received(calls[0], where, attr)
@@ -223,12 +252,14 @@ def test_every_train_flag_reaches_fit(flag, path, tmp_path, tiny_npz, monkeypatc
         assert got == Path(want) / ("fold-1" if path == "folds" else "")
     else:
         assert got == want, f"{flag} did not reach fit through {path}"
+    if path == "plain":
+        _check_data(flag, calls[0])
 
 
 # The train flags that `imageclf tune` shares, and what each trial's fit must receive from them.
 TUNE_FLAGS = {flag: TRAIN_FLAGS[flag] for flag in (
     "--epochs", "--set", "--class-names", "--device", "--workers", "--cache", "--cache-dir",
-    "--skip-bad", "--precision")}
+    "--skip-bad", "--precision", *sorted(CSV_FLAGS))}
 TUNE_FLAGS["--recipe"] = (["--recipe", "mnist-basic"], "recipe", "name", "mnist-basic-tuned")
 # Train flags tune has not, or gives its own meaning, and why.
 TUNE_OWN = {
@@ -248,9 +279,11 @@ def test_tune_has_every_train_flag_it_does_not_own():
 
 @pytest.mark.parametrize("flag", sorted(TUNE_FLAGS))
 def test_every_shared_flag_reaches_fit_through_tune(flag, tmp_path, tiny_npz, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     calls = _record_fit(monkeypatch, sys.modules["imageclf.training.tune"])
     args, where, attr, want = TUNE_FLAGS[flag]
-    argv = ["tune", tiny_npz, "--recipe", "catsdogs-2conv", "--out", tmp_path / "t", "--trials", "1",
+    data = _grouped_csv(tmp_path) if flag in CSV_FLAGS else tiny_npz
+    argv = ["tune", data, "--recipe", "catsdogs-2conv", "--out", tmp_path / "t", "--trials", "1",
             "--sizes", "32", "--batch-sizes", "32", "-q", *args]
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err

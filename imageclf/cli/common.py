@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import typer
 from rich.console import Console
 
-from imageclf.core.errors import ConfigError
+from imageclf.core.errors import BadImageError, ConfigError
 
 app = typer.Typer(
     name="imageclf",
@@ -43,3 +45,16 @@ def parse_names(text: str | None) -> list[str] | None:
     if len(names) < 2:
         raise ConfigError(f"--class-names needs at least two comma-separated names, got {text!r}")
     return names
+
+
+@contextlib.contextmanager
+def skip_bad_hint() -> Iterator[None]:
+    """An unreadable image stops a command that has ``--skip-bad`` (by design): its one line
+    says that the flag carries on past it."""
+    try:
+        yield
+    except BadImageError as exc:
+        if "--skip-bad" in exc.reason:
+            raise
+        raise BadImageError(exc.path, f"{exc.reason} (--skip-bad skips unreadable images and carries on)"
+                            ) from None

@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from imageclf.api import load
-from imageclf.cli.common import app, parse_names
+from imageclf.cli.common import app, parse_names, skip_bad_hint
+from imageclf.cli.train_cmd import LabelColumn, PathColumn
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
 from imageclf.evaluation.report.figures import DEFAULT_BOOTSTRAP
+from imageclf.evaluation.report.subgroups import subgroup_lines
 
 
 def parse_prevalences(items: list[str] | None) -> dict[str, float]:
@@ -43,6 +45,11 @@ def evaluate_command(
     prevalence: list[str] = typer.Option(None, "--prevalence", help="Also mark this share of the "
                                          "positive class on the PPV/NPV curve: 0.1 or clinic=0.1."),
     class_names: str = typer.Option(None, help="Names for an .npz's labels (default: the model's)."),
+    path_column: PathColumn = None,
+    label_column: LabelColumn = None,
+    groups: Path = typer.Option(None, "--groups", help="A CSV of image paths and any group columns (site, "
+                                "sex, age band): accuracy, ROC-AUC, sensitivity and specificity per group, "
+                                "with bootstrap intervals; those wholly below the overall figure marked."),
     batch_size: int = typer.Option(128, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images with a warning."),
@@ -57,12 +64,16 @@ def evaluate_command(
     marks = parse_prevalences(prevalence)
     model = load(run, device=device)
     reporter = Reporter(quiet=quiet)
-    result = model.evaluate(data, split=split, batch_size=batch_size, skip_bad=skip_bad,
-                            class_names=parse_names(class_names), keep_images=report is not None,
-                            reporter=reporter)
+    with skip_bad_hint():
+        result = model.evaluate(data, split=split, batch_size=batch_size, skip_bad=skip_bad,
+                                class_names=parse_names(class_names), keep_images=report is not None,
+                                reporter=reporter, path_column=path_column, label_column=label_column,
+                                groups=groups)
     typer.echo(result.report())
-    if json_out or report:
-        result.figures(n_bootstrap=bootstrap, seed=seed, prevalences=marks)
+    if json_out or report or groups:
+        figures = result.figures(n_bootstrap=bootstrap, seed=seed, prevalences=marks)
+        if groups:
+            typer.echo("\n" + "\n".join(subgroup_lines(figures["subgroups"])))
     if json_out:
         result.to_json(json_out)
     if report:

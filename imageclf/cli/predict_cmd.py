@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from imageclf.cli.common import app
+from imageclf.cli.common import app, skip_bad_hint
 from imageclf.core.progress import Reporter
 from imageclf.inference.backends import load_backend
 
@@ -29,7 +29,8 @@ def predict_command(
     """
     model = load_backend(run, backend, device=device)
     reporter = Reporter(quiet=quiet)
-    preds = model.predict(paths, batch_size=batch_size, skip_bad=skip_bad, reporter=reporter)
+    with skip_bad_hint():
+        preds = model.predict(paths, batch_size=batch_size, skip_bad=skip_bad, reporter=reporter)
     for path, reason in preds.errors:
         reporter.warn(f"skipped {path}: {reason}")
     if csv_out:

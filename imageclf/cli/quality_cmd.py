@@ -8,7 +8,19 @@ import typer
 
 from imageclf.api import default_recipe
 from imageclf.cli.common import app, parse_names, parse_settings
-from imageclf.cli.train_cmd import Cache, CacheDir, ClassNames, Device, Precision, SkipBad, Workers
+from imageclf.cli.train_cmd import (
+    Cache,
+    CacheDir,
+    ClassNames,
+    Device,
+    Exclude,
+    GroupBy,
+    LabelColumn,
+    PathColumn,
+    Precision,
+    SkipBad,
+    Workers,
+)
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
 from imageclf.modelfile.ensemble import build_ensemble
@@ -44,6 +56,10 @@ def tune_command(
     seed: int = typer.Option(0, help="Sampler seed."),
     set_: list[str] = typer.Option(None, "--set", help="Base recipe setting, key=value."),
     class_names: ClassNames = None,
+    path_column: PathColumn = None,
+    label_column: LabelColumn = None,
+    group_by: GroupBy = None,
+    exclude: Exclude = None,
     device: Device = "auto",
     workers: Workers = None,
     cache: Cache = "auto",
@@ -59,10 +75,14 @@ def tune_command(
     trial's full recipe is written to OUT/best.yaml, to train from with --recipe."""
     overrides = {**parse_settings(set_), **({"epochs": epochs} if epochs else {})}
     options = TrainOptions(device=device, force=force, skip_bad=skip_bad,
-                           class_names=parse_names(class_names), cache=cache, cache_dir=cache_dir,
-                           workers=workers, quiet=quiet, precision=precision)
-    recipe = recipe or default_recipe(data, options.class_names)[0]
-    result = tune(data, recipe, out, trials=trials if trials or time_budget else 20,
+                           class_names=parse_names(class_names), path_column=path_column,
+                           label_column=label_column, group_by=group_by, exclude=exclude, cache=cache,
+                           cache_dir=cache_dir, workers=workers, quiet=quiet, precision=precision)
+    dataset = options.open_dataset(data)
+    for note in dataset.notes:
+        Reporter(quiet=quiet).warn(note)
+    recipe = recipe or default_recipe(dataset)[0]
+    result = tune(dataset, recipe, out, trials=trials if trials or time_budget else 20,
                   time_budget=time_budget, metric=metric, sizes=_ints(sizes, "--sizes"),
                   batch_sizes=_ints(batch_sizes, "--batch-sizes"), seed=seed, options=options, **overrides)
     typer.echo(result.summary())

@@ -9,9 +9,11 @@ import typer
 
 from imageclf.api import default_recipe, load
 from imageclf.cli.common import app, console, parse_names
+from imageclf.cli.train_cmd import GroupBy, LabelColumn, PathColumn
 from imageclf.core.errors import ConfigError
 from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import Reporter
+from imageclf.data.sources import open_dataset
 from imageclf.evaluation.calibrate import calibrate
 from imageclf.evaluation.explain import explain_files
 from imageclf.evaluation.inspection import inspect
@@ -28,16 +30,21 @@ def inspect_command(
                                     "(default: the one 'imageclf train' would choose for DATA)."),
     img_size: int = typer.Option(None, help="Input size for the augmented grid (default: the recipe's)."),
     class_names: str = typer.Option(None, help="Comma-separated names for an .npz's labels 0, 1, ..."),
+    path_column: PathColumn = None,
+    label_column: LabelColumn = None,
+    group_by: GroupBy = None,
     max_distance: int = typer.Option(8, help="Near-duplicates: most pHash bits (of 64) that may differ."),
     min_correlation: float = typer.Option(0.99, help="Near-duplicates: least thumbnail correlation."),
     workers: int = typer.Option(None, help="Processes for decoding (default: all cores)."),
     seed: int = typer.Option(0, help="Seed for the sample and augmentation grids."),
 ) -> None:
-    """Class counts, image sizes, modes, unreadable files and duplicates across splits of DATA."""
+    """The layout recognised, class counts, image sizes, modes, unreadable files, duplicates and
+    groups across splits of DATA."""
     names = parse_names(class_names)
-    recipe = recipe or default_recipe(data, names)[0]
-    result = inspect(data, recipe, img_size=img_size, class_names=names,
-                     workers=workers, seed=seed, max_distance=max_distance, min_correlation=min_correlation)
+    dataset = open_dataset(data, names, path_column=path_column, label_column=label_column, group_by=group_by)
+    recipe = recipe or default_recipe(dataset)[0]
+    result = inspect(dataset, recipe, img_size=img_size, workers=workers, seed=seed,
+                     max_distance=max_distance, min_correlation=min_correlation)
     typer.echo(result.summary())
     if json_out:
         result.to_json(json_out)

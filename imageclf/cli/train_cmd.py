@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from imageclf.api import default_recipe, train
-from imageclf.cli.common import app, parse_names, parse_settings
+from imageclf.cli.common import app, parse_names, parse_settings, skip_bad_hint
 from imageclf.core.errors import ConfigError
+from imageclf.core.progress import Reporter
 from imageclf.recipes import resolve_recipe
 from imageclf.training.distributed import launch
 from imageclf.training.folds import cross_validate
 from imageclf.training.options import TrainOptions
-from imageclf.training.run import default_run_dir
+from imageclf.training.run import default_run_dir, resumed_options
 
 # Flags for TrainOptions fields, declared once for every command that trains; each command
 # builds one TrainOptions from them, which reaches fit through every path (folds, tune, DDP).
@@ -24,6 +25,19 @@ Workers = Annotated[int, typer.Option(help="Processes for the first decoding pas
 Cache = Annotated[str, typer.Option(help="Decoded-image cache: auto, memory or disk.")]
 CacheDir = Annotated[str, typer.Option(help="Folder for the disk cache (default ~/.cache/imageclf).")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning.")]
+# How to read DATA (TrainOptions' data fields), shared by train, tune, review, evaluate and inspect.
+PathColumn = Annotated[str, typer.Option(
+    "--path-column", help="A CSV's column of image paths (default: path, file, filename, image, ...).")]
+LabelColumn = Annotated[str, typer.Option(
+    "--label-column", help="A CSV's column of labels (default: label, class, target, ... any case).")]
+GroupBy = Annotated[str, typer.Option(
+    "--group-by", help="Keep each group of images (a patient, a subject) on one side of every split: a CSV "
+                       "column, or a regular expression searched in each file's path whose named or first "
+                       "group names it, e.g. 'person(\\d+)_'.")]
+Exclude = Annotated[str, typer.Option(
+    "--exclude", help="A CSV of images to leave out of training, e.g. imageclf review's review.csv (the "
+                      "rows whose exclude column is true; without one, every listed path). Validation "
+                      "keeps them.")]
 Precision = Annotated[str, typer.Option(
     help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (on CPU too: fast with AMX / "
          "AVX512-BF16, not bit-exact; many times slower on CPUs without them).")]
@@ -55,6 +69,10 @@ def train_command(
     folds: int = typer.Option(None, "--folds", help="K-fold cross-validation: K runs in OUT/fold-k, "
                               "mean ± std of their val figures in OUT/cv.json."),
     class_names: ClassNames = None,
+    path_column: PathColumn = None,
+    label_column: LabelColumn = None,
+    group_by: GroupBy = None,
+    exclude: Exclude = None,
     device: Device = "auto",
     workers: Workers = None,
     cache: Cache = "auto",
@@ -79,22 +97,29 @@ def train_command(
     overrides["pretrained"] = pretrained
     overrides = {k: v for k, v in overrides.items() if v is not None}
     options = TrainOptions(device=device, resume=resume, force=force, skip_bad=skip_bad,
-                           class_names=parse_names(class_names), cache=cache, cache_dir=cache_dir,
-                           workers=workers, quiet=quiet, precision=precision)
-    if recipe is None and not resume:
-        recipe, why = default_recipe(data, options.class_names)
-        typer.echo(f"no --recipe given: {recipe} ({why})", err=True)
+                           class_names=parse_names(class_names), path_column=path_column,
+                           label_column=label_column, group_by=group_by, exclude=exclude, cache=cache,
+                           cache_dir=cache_dir, workers=workers, quiet=quiet, precision=precision)
     if folds and nproc and nproc > 1:
         raise ConfigError("--folds and --nproc cannot be combined (run the folds one by one)")
-    if folds:
-        cv = cross_validate(data, recipe, out, folds, options, **overrides)
-        typer.echo(cv.summary())
-        return
-    if nproc is not None and nproc > 1:
-        if out is None and not resume:  # chosen once, here: the N processes write one folder
-            out = default_run_dir(resolve_recipe(recipe, overrides).name)
-        launch(nproc, train, data, recipe, out, **options.as_kwargs(), **overrides)
-        typer.echo(str(out))
-        return
-    model = train(data, recipe, out, **options.as_kwargs(), **overrides)
+    options = resumed_options(options, out)
+    # Opened once, here, with every data option; fit, the folds and DDP's processes take it as it is.
+    dataset = options.open_dataset(data)
+    for note in dataset.notes:
+        Reporter(quiet=quiet).warn(note)
+    if recipe is None and not resume:
+        recipe, why = default_recipe(dataset)
+        typer.echo(f"no --recipe given: {recipe} ({why})", err=True)
+    with skip_bad_hint():
+        if folds:
+            cv = cross_validate(dataset, recipe, out, folds, options, **overrides)
+            typer.echo(cv.summary())
+            return
+        if nproc is not None and nproc > 1:
+            if out is None and not resume:  # chosen once, here: the N processes write one folder
+                out = default_run_dir(resolve_recipe(recipe, overrides).name)
+            launch(nproc, train, dataset, recipe, out, **options.as_kwargs(), **overrides)
+            typer.echo(str(out))
+            return
+        model = train(dataset, recipe, out, **options.as_kwargs(), **overrides)
     typer.echo(model.source)

@@ -9,6 +9,7 @@ naming the file, and leaves no temp file behind; a kill -9 may leave one, which
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -143,3 +144,21 @@ def cache_root() -> Path:
     base = os.environ.get("IMAGECLF_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "imageclf")
     return Path(base)
+
+
+def check_output_file(path: str | Path, force: bool) -> None:
+    """Refuse to replace an existing file unless ``force`` (the file twin of :func:`check_output_folder`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a file name")
+    if path.exists() and not force:
+        raise ConfigError(f"{path}: already exists; use --force to overwrite it")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks so a large file never sits in memory whole."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

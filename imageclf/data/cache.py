@@ -92,6 +92,7 @@ class CachedSplit:
     labels: np.ndarray
     source_index: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    groups: np.ndarray | None = None  # the split's groups (--group-by) of the images that decoded
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -215,7 +216,11 @@ def cache_split(
     keep = np.flatnonzero(ok)
     if len(keep) < n:
         images = images[keep]
-    return CachedSplit(split.name, images, split.labels[keep], keep, skipped)
+    return CachedSplit(split.name, images, split.labels[keep], keep, skipped, _groups(split, keep))
+
+
+def _groups(split: Split, keep: np.ndarray) -> np.ndarray | None:
+    return None if split.groups is None else split.groups[keep]
 
 
 def _good_images(split: Split, pre: Preprocessing, workers: int, skip_bad: bool,
@@ -250,7 +255,7 @@ def _cache_arrays(split: Split, pre: Preprocessing, progress) -> CachedSplit:
             if progress and (i % 256 == 255 or i == len(arrays) - 1):
                 progress(256 if i % 256 == 255 else (i % 256) + 1)
     return CachedSplit(split.name, np.ascontiguousarray(images), split.labels,
-                       np.arange(len(arrays)))
+                       np.arange(len(arrays)), groups=split.groups)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -284,7 +289,8 @@ def _cache_to_disk(split, pre, cache_dir: Path, workers, skip_bad, progress) -> 
             if progress:
                 progress(len(split))
             return CachedSplit(split.name, DiskImages(data_path, (len(keep), h, w, pre.channels)),
-                               split.labels[keep], keep, [tuple(s) for s in meta["skipped"]])
+                               split.labels[keep], keep, [tuple(s) for s in meta["skipped"]],
+                               _groups(split, keep))
     item = h * w * pre.channels
     tmp = data_path.with_suffix(f".tmp{os.getpid()}")
     skipped, keep = [], []
@@ -301,4 +307,4 @@ def _cache_to_disk(split, pre, cache_dir: Path, workers, skip_bad, progress) -> 
     atomic_write_text(meta_path, json.dumps({"keep": keep, "skipped": skipped, "pre": pre.to_dict()}))
     keep_arr = np.array(keep, dtype=np.int64)
     return CachedSplit(split.name, DiskImages(data_path, (len(keep), h, w, pre.channels)),
-                       split.labels[keep_arr], keep_arr, skipped)
+                       split.labels[keep_arr], keep_arr, skipped, _groups(split, keep_arr))

@@ -80,7 +80,7 @@ def test_training_split_from_flat_folder(tmp_path):
     ("one_class", "only one class"),
     ("loose", "images lie loose"),
     ("csv_missing_file", "line 3: image 'nope.png' not found"),
-    ("csv_columns", "needs the columns 'path' and 'label'"),
+    ("csv_columns", "no path column (looked for path, filepath"),
     ("bad_suffix", "not a folder, .csv or .npz"),
 ])
 def test_bad_datasets_say_what_is_wrong(tmp_path, case, message):
@@ -102,7 +102,7 @@ def test_bad_datasets_say_what_is_wrong(tmp_path, case, message):
         target.write_text("\n".join(lines) + "\n")
     elif case == "csv_columns":
         target = tmp_path / "l.csv"
-        target.write_text("file,class\na.png,x\n")
+        target.write_text("name,kind\na.png,x\n")
     else:
         target = tmp_path / "data.txt"
         target.write_text("hello")

@@ -85,3 +85,24 @@ def make_csv(path: str | Path, n: int = 48, size: int = 32, class_names: tuple[s
             split = ["train" if i % 4 else "val"] if with_split else []
             writer.writerow([str(p.relative_to(path.parent)), class_names[k], *split])
     return path
+
+
+def make_grouped_folders(root: str | Path, groups: int = 12, per_group: int = 3, size: int = 28,
+                         class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA"), prefix: str = "person",
+                         start: int = 0, seed: int = 0) -> Path:
+    """Class folders whose files are named like the Kaggle chest X-rays, ``person12_3.png``:
+    ``per_group`` images of each of ``groups`` subjects (numbered from ``start``), subject
+    ``g`` all of class ``g % len(class_names)``."""
+    root = Path(root)
+    k = len(class_names)
+    for name in class_names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for g in range(groups):
+        subject = start + g
+        label = subject % k
+        for i in range(per_group):
+            # One image of each class (labels are a permutation of 0..k-1); keep this class's.
+            images, labels = synthetic_images(k, size, 1, k, seed * 100_003 + subject * 101 + i)
+            img = images[int(np.flatnonzero(labels == label)[0])]
+            Image.fromarray(img).save(root / class_names[label] / f"{prefix}{subject}_{i}.png")
+    return root

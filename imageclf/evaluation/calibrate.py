@@ -18,8 +18,8 @@ import torch
 
 from imageclf.core.errors import ConfigError, DataError
 from imageclf.core.progress import QUIET, Reporter
-from imageclf.data.sources import Dataset, evaluation_split, open_dataset
-from imageclf.evaluation.evaluate import evaluate
+from imageclf.data.sources import Dataset, evaluation_split
+from imageclf.evaluation.evaluate import evaluate, open_for_model
 from imageclf.evaluation.report.stats import operating_point
 from imageclf.modelfile.artifact import update_config
 from imageclf.modelfile.predictor import Predictor
@@ -179,7 +179,8 @@ def _validation_dataset(ds: Dataset, split: str, recipe: dict) -> Dataset:
     if split == "test":
         raise DataError(f"{ds.source}: refusing to calibrate on the test split; choose thresholds and "
                         "temperatures on validation data (--split val) so test figures stay honest")
-    return Dataset(ds.source, ds.kind, ds.classes, {split: evaluation_split(ds, split, recipe)})
+    return Dataset(ds.source, ds.kind, ds.classes, {split: evaluation_split(ds, split, recipe)},
+                   group_by=ds.group_by, group_kind=ds.group_kind)
 
 
 def calibrate(model: Predictor, data: str | Path | Dataset, *, split: str = "val", target: str | None = None,
@@ -198,8 +199,7 @@ def calibrate(model: Predictor, data: str | Path | Dataset, *, split: str = "val
     if target is not None and len(model.classes) != 2:
         raise ConfigError(f"{run}: threshold targets need a two-class model (this one has "
                           f"{len(model.classes)} classes); temperature scaling works for any")
-    ds = data if isinstance(data, Dataset) else open_dataset(data, class_names or (
-        model.classes if str(data).endswith(".npz") else None))
+    ds = open_for_model(model, data, class_names)
     subset = _validation_dataset(ds, split, model.config.recipe)
     result = evaluate(model, subset, split, batch_size=batch_size, keep_images=True, reporter=reporter)
     labels, probs = result.labels, result.probs

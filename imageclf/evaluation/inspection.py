@@ -1,9 +1,12 @@
 """Looking at a dataset before training on it: ``imageclf.inspect("data/")``.
 
-Class counts per split, the spread of image sizes, modes and bit depths, unreadable files
-with their reasons, exact and near-duplicate images (within a split and across splits:
-a test image that is also a training image makes the test dishonest), sample images per
-class, and training images augmented exactly as a recipe will augment them.
+Which layout was recognised and why, class counts per split, the spread of image sizes,
+modes and bit depths, unreadable files with their reasons, exact and near-duplicate
+images (within a split and across splits: a test image that is also a training image makes
+the test dishonest), sample images per class, and training images augmented exactly as a
+recipe will augment them. With ``--group-by``, the groups per split and those that cross
+splits (a leak); without it, a word when the file names look grouped (many files share a
+``person123_``-like prefix).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from imageclf.core.errors import BadImageError
 from imageclf.core.io import atomic_write_text
 from imageclf.data import hashing
 from imageclf.data.cache import cache_split
+from imageclf.data.groups import crossing_groups, looks_grouped
 from imageclf.data.images import Preprocessing, load_image, open_image, prepare_array, to_mode
 from imageclf.data.sources import Dataset, Split, open_dataset
 from imageclf.data.transforms import augment, to_float
@@ -81,6 +85,8 @@ class InspectionResult:
     recipe: str
     augment_settings: dict
     pair_images: dict[str, list[tuple[str, np.ndarray, str, np.ndarray, str]]] = field(default_factory=dict)
+    layout: str = ""
+    groups: dict | None = None  # see group_report
 
     def to_dict(self) -> dict:
         k = len(self.classes)
@@ -105,7 +111,8 @@ class InspectionResult:
                     for p in pairs]
 
         return {
-            "source": self.source, "kind": self.kind, "classes": self.classes, "splits": splits,
+            "source": self.source, "kind": self.kind, "layout": self.layout, "classes": self.classes,
+            "splits": splits, "groups": self.groups,
             "duplicates": {
                 "method": {"exact": "identical decoded pixels",
                            "near": f"pHash within {dup.max_distance} of 64 bits and 32x32 thumbnail "
@@ -137,7 +144,8 @@ class InspectionResult:
 
     def summary(self) -> str:
         d = self.to_dict()
-        lines = [f"{self.source} ({self.kind}): {len(self.classes)} classes {self.classes}"]
+        lines = [f"{self.source} ({self.kind}): {len(self.classes)} classes {self.classes}",
+                 f"  layout: {self.layout}"]
         for name, s in d["splits"].items():
             counts = ", ".join(f"{c} {n}" for c, n in s["class_counts"].items())
             sizes = s["sizes"]
@@ -155,7 +163,44 @@ class InspectionResult:
                          + (f", {near} near-duplicate pairs" if near is not None else ""))
             for ex in (dup["exact_examples"].get(key, []) + dup["near_examples"].get(key, []))[:3]:
                 lines.append(f"    {ex['a']}  ~  {ex['b']}")
+        lines += group_lines(self.groups)
         return "\n".join(lines)
+
+
+def group_report(ds: Dataset) -> dict | None:
+    """Groups per split and the groups in more than one split (``--group-by``); without it,
+    whether the file names look grouped. None when there is nothing to say."""
+    if ds.group_by is not None:
+        crossing = crossing_groups(ds)
+        return {"group_by": ds.group_by,
+                "per_split": {n: len({g for g in s.groups if g is not None}) for n, s in ds.splits.items()
+                              if s.groups is not None},
+                "crossing": {k: {"count": len(v), "examples": v[:EXAMPLE_PAIRS]}
+                             for k, v in crossing.items()}}
+    paths = [p for s in ds.splits.values() if s.paths is not None for p in s.paths]
+    hint = looks_grouped(paths) if paths else None
+    return {"group_by": None, "looks_grouped": hint} if hint else None
+
+
+def group_lines(groups: dict | None) -> list[str]:
+    if not groups:
+        return []
+    if groups["group_by"] is None:
+        h = groups["looks_grouped"]
+        return [f"  file names look grouped: {h['files']:,} of {h['of']:,} files share a prefix with another "
+                f"({h['prefixes']:,} prefixes, e.g. {', '.join(h['examples'])}). If each is one patient or "
+                f"subject, keep them on one side of every split: --group-by '{h['suggest']}'"]
+    per = ", ".join(f"{n} {c}" for n, c in groups["per_split"].items())
+    lines = [f"  groups (--group-by '{groups['group_by']}'): {per}"]
+    for key, v in groups["crossing"].items():
+        a, _, b = key.partition("/")
+        if v["count"]:
+            lines.append(f"  {v['count']} groups are in both {a} and {b} (e.g. "
+                         f"{', '.join(v['examples'][:5])}): {b} images of patients {a} has seen make its "
+                         "figures optimistic")
+        else:
+            lines.append(f"  no group is in both {a} and {b}")
+    return lines
 
 
 def _inspect_file(path: str) -> tuple | str:
@@ -268,13 +313,17 @@ def augmented_grid(split: Split, recipe: Recipe, classes: list[str], seed: int =
 def inspect(data: str | Path | Dataset, recipe: str | Recipe = "xray-5block", *, img_size: int | None = None,
             class_names: list[str] | None = None, workers: int | None = None, seed: int = 0,
             max_distance: int = hashing.DEFAULT_MAX_DISTANCE,
-            min_correlation: float = hashing.DEFAULT_MIN_CORRELATION) -> InspectionResult:
+            min_correlation: float = hashing.DEFAULT_MIN_CORRELATION, path_column: str | None = None,
+            label_column: str | None = None, group_by: str | None = None) -> InspectionResult:
     """Inspect a dataset (see the module docstring); ``recipe`` decides the augmented grid.
+    ``path_column``, ``label_column`` and ``group_by`` read it as training would
+    (:func:`~imageclf.data.sources.open_dataset`).
 
     >>> imageclf.inspect("data/chest_xray").to_html("inspect.html")  # doctest: +SKIP
     """
 
-    ds = data if isinstance(data, Dataset) else open_dataset(data, class_names)
+    ds = data if isinstance(data, Dataset) else open_dataset(
+        data, class_names, path_column=path_column, label_column=label_column, group_by=group_by)
     r = resolve_recipe(recipe, {"img_size": img_size} if img_size else {})
     workers = workers or os.cpu_count() or 1
     infos, hashes = {}, {}
@@ -290,7 +339,7 @@ def inspect(data: str | Path | Dataset, recipe: str | Recipe = "xray-5block", *,
     train_split = split.subset(info.readable) if len(info.readable) < len(split) else split
     return InspectionResult(ds.source, ds.kind, ds.classes, infos, dup, samples,
                             augmented_grid(train_split, r, ds.classes, seed), r.name, r.augment.to_dict(),
-                            _pair_images(ds, infos, dup, 3 if colour else 1))
+                            _pair_images(ds, infos, dup, 3 if colour else 1), ds.layout, group_report(ds))
 
 
 def _pair_images(ds: Dataset, infos: dict[str, SplitInfo], dup: Duplicates, channels: int) -> dict:

@@ -8,7 +8,6 @@ wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from safetensors import safe_open
 from torch import nn
 
 from imageclf.core.errors import ConfigError, ModelFileError
-from imageclf.core.io import atomic_save_safetensors, atomic_write_text
+from imageclf.core.io import atomic_save_safetensors, atomic_write_text, file_sha256
 from imageclf.core.version import __version__
 from imageclf.data.images import Preprocessing
 from imageclf.models import create_model
@@ -37,8 +36,12 @@ RECIPE_FILE = "recipe.yaml"  # the resolved recipe, trainable again
 HISTORY_FILE = "history.csv"  # one row per epoch
 METRICS_FILE = "metrics.json"  # the final validation figures
 TRAIN_HASHES_FILE = "train_hashes.npy"  # hashes of the decoded training images (overlap check)
+# With --group-by: {"group_by": ..., "groups": [group of each training image, as in train_hashes]}
+TRAIN_GROUPS_FILE = "train_groups.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"  # everything --resume needs
 CV_FILE = "cv.json"  # --folds: each fold's figures, their mean and std
+REVIEW_CSV_FILE = "review.csv"  # imageclf review: every image ranked by how likely its label is wrong
+REVIEW_HTML_FILE = "review.html"  # imageclf review: the same, with thumbnails
 TUNE_FILE = "tune.json"  # imageclf tune: every trial
 BEST_RECIPE_FILE = "best.yaml"  # imageclf tune: the best trial's recipe
 FORMAT = "imageclf-model"
@@ -153,14 +156,6 @@ def library_versions() -> dict[str, str]:
             "pillow": PIL.__version__, "python": platform.python_version()}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_model(run_dir: str | Path, model: nn.Module, config: ModelConfig) -> Path:
     """Write weights and config atomically; the config records the weights' hash."""
     run_dir = Path(run_dir)
@@ -169,7 +164,7 @@ def save_model(run_dir: str | Path, model: nn.Module, config: ModelConfig) -> Pa
     weights = run_dir / MODEL_FILE
     atomic_save_safetensors(weights, tensors, {"format": FORMAT,
                                                "trained_for": json.dumps(_trained_for(config))})
-    config.weights_sha256 = _sha256(weights)
+    config.weights_sha256 = file_sha256(weights)
     config.versions = config.versions or library_versions()
     config.created = config.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
@@ -216,7 +211,7 @@ def check_weights(run_dir: str | Path, config: ModelConfig, build=None) -> None:
     path = run_dir / MODEL_FILE
     if not path.is_file():
         raise ModelFileError(f"{run_dir}: no {MODEL_FILE}")
-    if config.weights_sha256 and _sha256(path) != config.weights_sha256:
+    if config.weights_sha256 and file_sha256(path) != config.weights_sha256:
         raise ModelFileError(f"{path}: does not match {CONFIG_FILE} (the weights or the config "
                              "were edited, or come from different runs)")
     try:

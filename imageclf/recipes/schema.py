@@ -115,9 +115,8 @@ class Recipe:
             raise ConfigError(f"unknown test-time augmentations {unknown_tta} (known: hflip, vflip)")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.freeze_epochs < 0 or self.freeze_epochs >= self.epochs and self.freeze_epochs:
-            raise ConfigError(f"freeze_epochs must be from 0 to epochs - 1 ({self.epochs - 1}), "
-                              f"got {self.freeze_epochs}")
+        if self.freeze_epochs < 0:  # as many as epochs or more: the head alone trains throughout
+            raise ConfigError(f"freeze_epochs must be 0 or more, got {self.freeze_epochs}")
         for name in ("batch_size", "epochs"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from imageclf.data.transforms import Augment
 from imageclf.recipes.schema import Recipe, register_recipe
-from imageclf.recipes.strong import XRAY_AUGMENT
+from imageclf.recipes.strong import DIGITS_AUGMENT, FASHION_AUGMENT, XRAY_AUGMENT
 
 # The TF EfficientNet-Lite weights were trained on inputs scaled to [-1, 1] (timm's pretrained_cfg).
 LITE_NORM = dict(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
@@ -46,25 +46,27 @@ def photo_lite0_probe() -> Recipe:
                   probe=True, pretrained="imagenet", epochs=1, augment=Augment())
 
 
+def _photo_finetune(name: str, variant: int, img_size: int, description: str) -> Recipe:
+    return _photo(name, f"efficientnet_lite{variant}", img_size, description, batch_size=32, epochs=4,
+                  lr=1e-3, **FINETUNE, augment=Augment(**PHOTO_FINETUNE_AUGMENT))
+
+
 @register_recipe
 def photo_lite0() -> Recipe:
-    return _photo("photo-lite0", "efficientnet_lite0", 224,
-                  "Fine-tuned ImageNet EfficientNet-Lite0 at 224 px: head first, then all layers.",
-                  batch_size=32, epochs=4, lr=1e-3, **FINETUNE, augment=Augment(**PHOTO_FINETUNE_AUGMENT))
+    return _photo_finetune("photo-lite0", 0, 224, "Fine-tuned ImageNet EfficientNet-Lite0 at 224 px: head "
+                           "first, then all layers.")
 
 
 @register_recipe
 def photo_lite1() -> Recipe:
-    return _photo("photo-lite1", "efficientnet_lite1", 240,
-                  "photo-lite0's fine-tuning on EfficientNet-Lite1 at its native 240 px.",
-                  batch_size=32, epochs=4, lr=1e-3, **FINETUNE, augment=Augment(**PHOTO_FINETUNE_AUGMENT))
+    return _photo_finetune("photo-lite1", 1, 240, "photo-lite0's fine-tuning on EfficientNet-Lite1 at its "
+                           "native 240 px.")
 
 
 @register_recipe
 def photo_lite2() -> Recipe:
-    return _photo("photo-lite2", "efficientnet_lite2", 260,
-                  "photo-lite0's fine-tuning on EfficientNet-Lite2 at its native 260 px.",
-                  batch_size=32, epochs=4, lr=1e-3, **FINETUNE, augment=Augment(**PHOTO_FINETUNE_AUGMENT))
+    return _photo_finetune("photo-lite2", 2, 260, "photo-lite0's fine-tuning on EfficientNet-Lite2 at its "
+                           "native 260 px.")
 
 
 @register_recipe
@@ -75,3 +77,24 @@ def xray_lite0() -> Recipe:
                   img_size=128, channels=1, **LITE_NORM_GRAY, batch_size=32, epochs=12, lr=1e-3,
                   **FINETUNE, augment=Augment(**XRAY_AUGMENT))
 
+
+
+def _small_gray(name: str, description: str, epochs: int, augment: dict) -> Recipe:
+    # 28-px images upscaled to 64: Lite0's stride-32 stages then end at 2 x 2 instead of nothing.
+    return Recipe(name=name, model="efficientnet_lite0", description=description, img_size=64, channels=1,
+                  **LITE_NORM_GRAY, batch_size=64, epochs=epochs, lr=1e-3, **FINETUNE,
+                  augment=Augment(**augment))
+
+
+@register_recipe
+def fashion_lite0() -> Recipe:
+    return _small_gray("fashion-lite0", "Fine-tuned ImageNet EfficientNet-Lite0 on Fashion-MNIST, 28 px "
+                       "upscaled to 64.", 3, FASHION_AUGMENT)
+
+
+@register_recipe
+def mnist_lite0() -> Recipe:
+    recipe = _small_gray("mnist-lite0", "Fine-tuned ImageNet EfficientNet-Lite0 on digits, 28 px upscaled "
+                         "to 64, never flipped.", 5, DIGITS_AUGMENT)
+    recipe.tta = []  # a flipped digit is another digit (or none)
+    return recipe

@@ -170,14 +170,7 @@ def create_app(model_or_run: Predictor | str | Path, settings: ServeSettings | N
     configure_process()
     settings = settings or ServeSettings()
     state = ServerState(_load(model_or_run, settings), settings)
-    pre = state.model.preprocessing
-    # Warm up decoding and inference once, so the first user does not pay for lazy imports
-    # and initialisation (~100 ms).
-    blank = Image.new("L", (8, 8))
-    buf = io.BytesIO()
-    blank.save(buf, "PNG")
-    decode_upload(Upload("warm-up.png", buf.getvalue()), pre, settings.max_pixels)
-    state.model.predict_arrays(np.zeros((1, *pre.size, pre.channels), np.uint8))
+    _warm_up(state)
     assets = Assets.load()
 
     @contextlib.asynccontextmanager
@@ -192,7 +185,25 @@ def create_app(model_or_run: Predictor | str | Path, settings: ServeSettings | N
                   docs_url=None if assets.has_docs else "/docs", redoc_url=None)
     app.state.imageclf = state
     assets.add_routes(app)
+    _add_error_handlers(app)
+    _add_service_routes(app, state)
+    _add_inference_routes(app, state)
+    return app
 
+
+def _warm_up(state: ServerState) -> None:
+    """Decode and predict one blank image, so the first user does not pay for lazy imports and
+    initialisation (~100 ms)."""
+    pre, settings = state.model.preprocessing, state.settings
+    blank = Image.new("L", (8, 8))
+    buf = io.BytesIO()
+    blank.save(buf, "PNG")
+    decode_upload(Upload("warm-up.png", buf.getvalue()), pre, settings.max_pixels)
+    state.model.predict_arrays(np.zeros((1, *pre.size, pre.channels), np.uint8))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as the API's JSON error body (:func:`error_response`)."""
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc)
@@ -213,6 +224,10 @@ def create_app(model_or_run: Predictor | str | Path, settings: ServeSettings | N
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(ApiError(500, "internal_error", f"internal error ({type(exc).__name__})"))
 
+
+def _add_service_routes(app: FastAPI, state: ServerState) -> None:
+    """``/health`` and ``/model``."""
+    settings, pre = state.settings, state.model.preprocessing
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health() -> dict:
         """Liveness and load: requests in progress, batches and images served."""
@@ -230,6 +245,10 @@ def create_app(model_or_run: Predictor | str | Path, settings: ServeSettings | N
                           "resize": pre.resize, "mean": pre.mean, "std": pre.std},
                 "metrics": cfg.metrics, "limits": settings.limits()}
 
+
+def _add_inference_routes(app: FastAPI, state: ServerState) -> None:
+    """``/predict`` and ``/explain``: admitted under the queue limit, within the request deadline."""
+    settings = state.settings
     @app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES,
               openapi_extra=UPLOAD_BODY, tags=["inference"])
     async def predict(request: Request) -> JSONResponse:
@@ -276,5 +295,3 @@ def create_app(model_or_run: Predictor | str | Path, settings: ServeSettings | N
                     "X-Imageclf-Prediction": summary, "X-Content-Type-Options": "nosniff"})
 
             return await state.with_deadline(work(), phase)
-
-    return app

@@ -62,6 +62,18 @@ def save_checkpoint(
     return path
 
 
+def checkpoint_meta(run_dir: Path) -> dict | None:
+    """A checkpoint's JSON part alone (no tensors read); None when there is none or it is unreadable."""
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads(f.metadata()["imageclf_checkpoint"])
+    except Exception:
+        return None
+
+
 def load_checkpoint(run_dir: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict, dict]:
     """Read a checkpoint: (tensor groups by prefix, optimizer state_dict, meta)."""
     path = run_dir / CHECKPOINT_FILE

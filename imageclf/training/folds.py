@@ -23,7 +23,9 @@ import numpy as np
 
 from imageclf.core.errors import ConfigError, DataError
 from imageclf.core.io import atomic_write_text
-from imageclf.data.sources import Dataset, Split, open_dataset
+from imageclf.data.dataset import item_key
+from imageclf.data.groups import assign_bins, group_ids
+from imageclf.data.sources import Dataset, Split
 from imageclf.modelfile.artifact import CV_FILE
 from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
@@ -34,9 +36,18 @@ from imageclf.training.run import RunDir, default_run_dir
 FIGURES = ("val_loss", "val_accuracy", "val_auc", "best_epoch")
 
 
-def fold_assignment(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """The fold (0 .. k-1) of each image: every class shuffled, then dealt round-robin."""
+def fold_assignment(labels: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """The fold (0 .. k-1) of each image: every class shuffled, then dealt round-robin.
+
+    With ``groups`` (``--group-by``) whole groups are dealt instead, each class spread over
+    the folds as evenly as the groups allow (:func:`~imageclf.data.groups.assign_bins`).
+    """
     labels = np.asarray(labels)
+    if groups is not None:
+        n_groups = len(np.unique(group_ids(groups)))
+        if n_groups < k:
+            raise DataError(f"only {n_groups} groups under --group-by, fewer than {k} folds")
+        return assign_bins(labels, groups, [1 / k] * k, [seed, k])
     fold = np.empty(len(labels), np.int64)
     rng = np.random.default_rng([seed, k])
     offset = 0
@@ -51,13 +62,16 @@ def fold_assignment(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def _concat(splits: list[Split]) -> Split:
     labels = np.concatenate([s.labels for s in splits])
+    groups = (np.concatenate([s.groups for s in splits]) if all(s.groups is not None for s in splits)
+              else None)
     if all(s.paths is not None for s in splits):
-        return Split("pool", labels, paths=[p for s in splits for p in s.paths])
+        return Split("pool", labels, paths=[p for s in splits for p in s.paths], groups=groups)
     if all(s.arrays is not None for s in splits):
         shapes = {s.arrays.shape[1:] for s in splits}
         if len(shapes) > 1:
             raise DataError(f"splits have different image shapes {sorted(shapes)}; cannot pool them")
-        return Split("pool", labels, arrays=np.concatenate([s.arrays for s in splits]))
+        return Split("pool", labels, arrays=np.concatenate([s.arrays for s in splits]), groups=groups,
+                     names=[n for s in splits for n in s.item_names()])
     raise DataError("cannot pool file-based and array-based splits")
 
 
@@ -113,7 +127,7 @@ def cross_validate(data: str | Path | Dataset, recipe: str | Path | Recipe, out:
     if folds < 2:
         raise ConfigError(f"--folds needs at least 2 folds, got {folds}")
     resolved = resolve_recipe(recipe, overrides)
-    ds = data if isinstance(data, Dataset) else open_dataset(data, options.class_names)
+    ds = options.open_dataset(data)
     pool = cv_pool(ds)
     smallest = int(np.bincount(pool.labels, minlength=ds.num_classes).min())
     if smallest < folds:
@@ -123,14 +137,18 @@ def cross_validate(data: str | Path | Dataset, recipe: str | Path | Recipe, out:
         raise ConfigError(f"{out}: already exists and is not empty; use --force to overwrite it "
                           "or --resume to continue its folds")
     out.mkdir(parents=True, exist_ok=True)
-    assignment = fold_assignment(pool.labels, folds, resolved.carve_seed)
+    assignment = fold_assignment(pool.labels, folds, resolved.carve_seed, pool.groups)
+    # Excluded images (--exclude) train in no fold, and are validated on in theirs.
+    trainable = (np.array([item_key(n) not in ds.excluded for n in pool.item_names()], bool) if ds.excluded
+                 else np.ones(len(pool), bool))
     reporter = options.reporter()
     rows = []
     for k in range(folds):
         run = RunDir(out / f"fold-{k + 1}")
         fold_ds = Dataset(ds.source, ds.kind, ds.classes, {
-            "train": pool.subset(np.flatnonzero(assignment != k), "train"),
-            "val": pool.subset(np.flatnonzero(assignment == k), "val")})
+            "train": pool.subset(np.flatnonzero((assignment != k) & trainable), "train"),
+            "val": pool.subset(np.flatnonzero(assignment == k), "val")}, layout=ds.layout,
+            group_by=ds.group_by, group_kind=ds.group_kind)
         done = run.finished()
         t0 = time.perf_counter()
         if done and options.resume and not options.force:
@@ -147,15 +165,15 @@ def cross_validate(data: str | Path | Dataset, recipe: str | Path | Recipe, out:
         rows.append({"fold": k + 1, "path": str(run.path), **{n: metrics.get(n) for n in FIGURES},
                      "train_images": metrics.get("train_images"), "val_images": metrics.get("val_images"),
                      "seconds": round(time.perf_counter() - t0, 1)})
-        _write(out, rows, resolved, folds)
+        _write(out, rows, resolved, folds, ds.group_by)
     mean, std = _stats(rows)
     result = CrossValidation(out, rows, mean, std)
-    _write(out, rows, resolved, folds, mean, std)
+    _write(out, rows, resolved, folds, ds.group_by, mean, std)
     return result
 
 
-def _write(out: Path, rows: list[dict], recipe: Recipe, k: int, mean: dict | None = None,
-           std: dict | None = None) -> None:
-    d = {"k": k, "seed": recipe.seed, "recipe": recipe.name, "folds": rows,
+def _write(out: Path, rows: list[dict], recipe: Recipe, k: int, group_by: str | None,
+           mean: dict | None = None, std: dict | None = None) -> None:
+    d = {"k": k, "seed": recipe.seed, "recipe": recipe.name, "group_by": group_by, "folds": rows,
          "mean": mean, "std": std, "complete": mean is not None}
     atomic_write_text(out / CV_FILE, json.dumps(d, indent=2, allow_nan=True) + "\n")

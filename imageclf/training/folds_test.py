@@ -55,3 +55,33 @@ def test_cross_validation_writes_folds_and_summary(tmp_path, tiny_npz, capsys):
         cross_validate(tiny_npz, "catsdogs-2conv", out, folds=2, options=CPU, **FAST)
     with pytest.raises(ImageclfError, match="at least 2"):
         cross_validate(tiny_npz, "catsdogs-2conv", tmp_path / "x", folds=1)
+
+
+def test_folds_keep_groups_whole_and_leave_exclusions_out_of_training(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from imageclf.data import synthetic
+    from imageclf.training import folds as folds_module
+    from imageclf.training.loop import FitResult
+
+    root = synthetic.make_grouped_folders(tmp_path / "d", groups=20, per_group=3)
+    victim = sorted((root / "NORMAL").iterdir())[0]
+    (tmp_path / "ex.csv").write_text(f"path\n{victim}\n")
+    seen = []
+
+    def fit(data, recipe, out, options=None, **_):
+        seen.append(data)
+        figures = {"val_loss": 0.5, "val_accuracy": 0.5, "val_auc": 0.5, "best_epoch": 1}
+        return FitResult(Path(out), 1, figures, "cpu")
+
+    monkeypatch.setattr(folds_module, "fit", fit)
+    options = TrainOptions(device="cpu", group_by=r"person(\d+)_", exclude=str(tmp_path / "ex.csv"))
+    cv = cross_validate(root, "mnist-basic", tmp_path / "cv", folds=4, options=options)
+    assert json.loads((cv.path / "cv.json").read_text())["group_by"] == r"person(\d+)_"
+    validated = []
+    for ds in seen:
+        train, val = ds.splits["train"], ds.splits["val"]
+        assert not set(train.groups) & set(val.groups)
+        assert str(victim) not in train.paths
+        validated += val.paths
+    assert sorted(validated) == sorted(str(p) for p in root.rglob("*.png"))  # each image validated once

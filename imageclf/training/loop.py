@@ -27,7 +27,7 @@ from imageclf.core.progress import QUIET, Reporter
 from imageclf.core.runtime import configure_process
 from imageclf.data.cache import CachedSplit, batches
 from imageclf.data.images import Preprocessing
-from imageclf.data.sources import Dataset, Split, open_dataset, training_splits
+from imageclf.data.sources import Dataset, Split, training_splits
 from imageclf.data.transforms import augment, normalize, to_float
 from imageclf.inference.forward import pool_before_relu, resolve_device
 from imageclf.models import check_forward, create_model, num_params
@@ -40,6 +40,7 @@ from imageclf.training.callbacks import EarlyStopper, ModelEma, PlateauReducer, 
 from imageclf.training.finetune import freeze_batchnorm, train_only_head
 from imageclf.training.optim import build_optimizer, set_lr
 from imageclf.training.options import TrainOptions
+from imageclf.training.precision import bf16_cpu_warning, cpu_has_native_bf16, use_bf16
 from imageclf.training.pretrained import load_pretrained, resolve_pretrained
 from imageclf.training.probe import run_probe
 from imageclf.training.run import InterruptGuard, RunDir, TrainingState, prepare_caches, resumed_recipe
@@ -98,39 +99,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether the training step runs under bf16 autocast (see TrainOptions.precision)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
-    """Whether this CPU has bf16 arithmetic (AMX or AVX512-BF16), from /proc/cpuinfo's flags;
-    None where that cannot be read (not Linux)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                      if line.startswith("flags")), []))
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
-
-
-def bf16_cpu_warning(amp: bool, device: torch.device, native: bool | None) -> str | None:
-    # Without native bf16 the kernels emulate it: photo-resnet on a 2-core AVX2 EPYC trained at
-    # 3.2 img/s in bf16 (one thread, two runs side by side) against 57 img/s in fp32 (two
-    # threads, one run), so an unwarned bf16 run there costs hours.
-    if amp and device.type == "cpu" and native is False:
-        return ("--precision bf16 on a CPU without AMX or AVX512-BF16 is emulated and many times "
-                "slower than fp32; use --precision auto or fp32 on this machine")
-    return None
-
-
 def train_one_epoch(state: TrainingState, recipe: Recipe, train: CachedSplit, class_w: torch.Tensor | None,
                     reporter: Reporter, on_step: Callable[[], None], amp: bool | None = None) -> dict:
     """Epoch ``state.epoch`` of optimisation from step ``state.step_in_epoch``; returns mean loss
@@ -167,7 +135,7 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train: CachedSplit, cl
             progress = (epoch * len(plan) + step) / total_steps
             set_lr(opt, recipe.lr * schedule_factor(recipe.schedule, progress, recipe.warmup_epochs
                                                     / recipe.epochs) * state.lr_factor())
-            x, labels, target, weight = _step_inputs(state, recipe, pre, pixels, train.labels[idx], class_w,
+            x, labels, target, weight = step_inputs(state, recipe, pre, pixels, train.labels[idx], class_w,
                                                      mix_seed=[recipe.seed, epoch, step])
             with torch.autocast(device.type if amp else "cpu", dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
@@ -196,7 +164,7 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train: CachedSplit, cl
     return {"loss": loss_sum / n, "accuracy": correct / n}
 
 
-def _step_inputs(state: TrainingState, recipe: Recipe, pre: Preprocessing, pixels: np.ndarray,
+def step_inputs(state: TrainingState, recipe: Recipe, pre: Preprocessing, pixels: np.ndarray,
                  labels: np.ndarray, class_w: torch.Tensor | None, mix_seed: list[int]):
     """One step's batch on the device: augmented and normalised images, labels, (mixed) targets
     and per-image weights (None without class weights)."""
@@ -288,7 +256,7 @@ def prepare_run(data: str | Path | Dataset, recipe: str | Path | Recipe | None, 
     resume_from = folder.check_start(resume=options.resume, force=options.force)
     if resume_from is not None:
         resolved = resumed_recipe(resume_from["recipe"], recipe, overrides)
-    dataset = data if isinstance(data, Dataset) else open_dataset(data, options.class_names)
+    dataset = options.open_dataset(data)
     if resume_from is not None and resume_from["data"]["sha256"] != dataset.fingerprint()["sha256"]:
         rep.warn(f"{dataset.source} is not the data this run started on (its fingerprint changed); "
                  "resuming anyway")
@@ -387,7 +355,8 @@ def _epoch(run: PreparedRun, state: TrainingState, train: CachedSplit, val: Cach
                                             guard.check()))
     vlogs = validate(state, recipe, val).as_row()
     seconds = time.perf_counter() - t0
-    row = {"epoch": epoch + 1, "lr": state.optimizer.param_groups[0]["lr"], **logs, **vlogs,
+    # The largest group's rate: the head's when lower layers train at layer-decayed rates.
+    row = {"epoch": epoch + 1, "lr": max(g["lr"] for g in state.optimizer.param_groups), **logs, **vlogs,
            "seconds": round(seconds, 3), "images_per_s": round(state.epoch_images() / seconds, 1)}
     state.history.append(row)
     monitor = recipe.early_stopping.monitor if recipe.early_stopping else "val_loss"

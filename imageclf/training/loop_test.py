@@ -12,7 +12,8 @@ from imageclf.conftest import TINY
 from imageclf.core.errors import ImageclfError
 from imageclf.models.seed_cnns import feature_size, min_input_size
 from imageclf.recipes.schema import get_recipe
-from imageclf.training.loop import batch_plan, bf16_cpu_warning, class_weight_vector, cpu_has_native_bf16
+from imageclf.training.loop import batch_plan, class_weight_vector
+from imageclf.training.precision import bf16_cpu_warning, cpu_has_native_bf16
 
 SEED_SIZES = {"xray-alexnet": 67, "xray-4block": 46, "xray-5block": 94, "catsdogs-2conv": 32,
               "mnist-basic": 28}

@@ -9,9 +9,11 @@ option is one field here (and its flag in ``imageclf/cli/train_cmd.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from imageclf.core.progress import Reporter
+from imageclf.data.sources import Dataset, open_dataset
 
 
 @dataclass
@@ -22,7 +24,15 @@ class TrainOptions:
     resume: bool = False  # continue the run folder from its checkpoint
     force: bool = False  # overwrite a run folder that is not empty
     skip_bad: bool = False  # leave unreadable images out, with a warning, instead of stopping
-    class_names: list[str] | None = None  # names for an .npz's labels 0, 1, ...
+    # How to read the data (see imageclf.data.sources.open_dataset): names for an .npz's labels
+    # 0, 1, ...; a CSV's path and label columns where they have other names; the group of each
+    # image (a CSV column or a regular expression on its path), kept on one side of every split;
+    # a CSV of images to leave out of training (imageclf review's).
+    class_names: list[str] | None = None
+    path_column: str | None = None
+    label_column: str | None = None
+    group_by: str | None = None
+    exclude: str | None = None
     cache: str = "auto"  # decoded-image cache: auto, memory or disk
     cache_dir: str | None = None  # folder for the disk cache (default ~/.cache/imageclf)
     workers: int | None = None  # processes for the first decoding pass (default: all cores)
@@ -41,6 +51,14 @@ class TrainOptions:
     def as_kwargs(self) -> dict[str, Any]:
         """The fields as keywords for ``imageclf.train`` (the inverse of :meth:`split`)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def open_dataset(self, data: str | Path | Dataset) -> Dataset:
+        """``data`` read with these options (a Dataset is taken as it is)."""
+        if isinstance(data, Dataset):
+            return data
+        return open_dataset(data, self.class_names, path_column=self.path_column,
+                            label_column=self.label_column, group_by=self.group_by,
+                            exclude=None if self.exclude is None else Path(self.exclude))
 
     def reporter(self) -> Reporter:
         return Reporter(quiet=self.quiet)

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from imageclf.core.errors import ConfigError
+from imageclf.core.io import file_sha256
 from imageclf.models.weights import (
-    file_sha256,
     get_weights_source,
     list_weights,
     provenance,

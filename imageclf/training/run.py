@@ -17,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,12 @@ from imageclf.data.sources import Dataset, Split
 from imageclf.modelfile.artifact import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    CV_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     MODEL_FILE,
     RECIPE_FILE,
+    TRAIN_GROUPS_FILE,
     TRAIN_HASHES_FILE,
     ModelConfig,
     save_model,
@@ -47,7 +49,7 @@ from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
 from imageclf.training.callbacks import EarlyStopper, ModelEma, PlateauReducer
-from imageclf.training.checkpoint import load_checkpoint, save_checkpoint
+from imageclf.training.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from imageclf.training.options import TrainOptions
 
 CHECKPOINT_EVERY_S = 600.0
@@ -75,6 +77,31 @@ def resumed_recipe(saved: dict[str, Any], recipe: str | Path | Recipe | None,
     if changed:
         raise ConfigError("only epochs can change when resuming: " + "; ".join(changed))
     return kept.override({"epochs": given.epochs}) if overrides.get("epochs") is not None else kept
+
+
+def resumed_options(options: TrainOptions, out: str | Path | None) -> TrainOptions:
+    """``options`` for resuming the run (or cross-validation) in ``out``: the ``--group-by`` it
+    started with.
+
+    The groups decide the validation carve and the folds, so a resumed run keeps them:
+    without ``--group-by`` it takes the saved one, and a different one is refused.
+    """
+    if not options.resume or out is None:
+        return options
+    if (Path(out) / CV_FILE).is_file():
+        try:
+            saved = json.loads((Path(out) / CV_FILE).read_text()).get("group_by")
+        except (OSError, ValueError):
+            saved = None
+    else:
+        saved = ((checkpoint_meta(Path(out)) or {}).get("data") or {}).get("group_by")
+    if options.group_by is None and saved is not None:
+        return replace(options, group_by=saved)
+    if options.group_by is not None and options.group_by != saved:
+        started = "none" if saved is None else f"'{saved}'"
+        raise ConfigError(f"--group-by '{options.group_by}' is not the grouping this run started with "
+                          f"({started}); the validation split would change")
+    return options
 
 
 def _plain(d: dict) -> dict:
@@ -210,11 +237,15 @@ class TrainingState:
             self.net.load_state_dict(self.best_state)
 
 
-def prepare_caches(train: Split, val: Split, pre: Preprocessing, options: TrainOptions, rep: Reporter
-                   ) -> tuple[CachedSplit, CachedSplit]:
-    """Decode both splits once; report and count what ``--skip-bad`` left out."""
+def prepare_caches(train: Split, val: Split | None, pre: Preprocessing, options: TrainOptions,
+                   rep: Reporter) -> tuple[CachedSplit, CachedSplit | None]:
+    """Decode both splits once (``val`` None: the training split alone); report and count what
+    ``--skip-bad`` left out."""
     out = []
     for split in (train, val):
+        if split is None:
+            out.append(None)
+            continue
         with rep.task(f"decoding {split.name}", total=len(split)) as bar:
             cached = cache_split(split, pre, storage=options.cache,
                                  cache_dir=Path(options.cache_dir) if options.cache_dir else None,
@@ -325,6 +356,17 @@ class RunDir:
             self.write_history(state.history)
             self.checkpoint(state, recipe, dataset)
 
+    def write_groups(self, dataset: Dataset, train: CachedSplit) -> None:
+        """The group (``--group-by``) of each training image, in train_hashes' order, so that
+        evaluation can tell images of the patients the model trained on; none without groups."""
+        path = self.path / TRAIN_GROUPS_FILE
+        if train.groups is None or dataset.group_by is None:
+            path.unlink(missing_ok=True)  # a --force over a grouped run leaves no stale groups
+            return
+        atomic_write_text(path, json.dumps({"group_by": dataset.group_by, "kind": dataset.group_kind,
+                                            "groups": [None if g is None else str(g) for g in train.groups]})
+                          + "\n")
+
     def finish(self, state: TrainingState, recipe, dataset: Dataset, train: CachedSplit,
                val: CachedSplit, final: dict[str, float], pretrained: dict[str, str] | None = None
                ) -> dict[str, Any]:
@@ -348,5 +390,6 @@ class RunDir:
         atomic_write_text(self.path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         with atomic_path(self.path / TRAIN_HASHES_FILE) as tmp, open(tmp, "wb") as f:
             np.save(f, pixel_hashes(train.images), allow_pickle=False)
+        self.write_groups(dataset, train)
         self.write_history(state.history)
         return metrics

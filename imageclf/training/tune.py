@@ -22,7 +22,7 @@ from typing import Any
 from imageclf.core.errors import ConfigError
 from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import Reporter
-from imageclf.data.sources import Dataset, open_dataset
+from imageclf.data.sources import Dataset
 from imageclf.data.transforms import Augment
 from imageclf.modelfile.artifact import BEST_RECIPE_FILE, TUNE_FILE
 from imageclf.recipes import resolve_recipe
@@ -126,7 +126,7 @@ def tune(data: str | Path | Dataset, recipe: str | Path | Recipe, out: str | Pat
     if options.resume:
         raise ConfigError("a search cannot resume; start it again (with --force to reuse its folder)")
     base = resolve_recipe(recipe, overrides)
-    ds = data if isinstance(data, Dataset) else open_dataset(data, options.class_names)
+    ds = options.open_dataset(data)
     metric = metric or default_metric(ds.num_classes)
     space = SearchSpace.from_recipe(base, sizes, batch_sizes)
     out = Path(out)

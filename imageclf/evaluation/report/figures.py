@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from imageclf.evaluation.report import stats
+from imageclf.evaluation.report.subgroups import subgroup_figures
 from imageclf.modelfile.artifact import CONFIG_FILE, HISTORY_FILE
 from imageclf.models.heads import decide
 
@@ -148,7 +149,10 @@ def compute_figures(result, *, run_dir: str | Path | None = None, n_bootstrap: i
                                  "sensitivity": op["sensitivity"], "specificity": op["specificity"],
                                  "threshold": result.threshold,
                                  "marks": prevalence_marks(result, op, prevalences)}
-    else:
+    if getattr(result, "subgroups", None) is not None:
+        out["subgroups"] = subgroup_figures(y, probs, result.threshold, result.subgroups,
+                                            n_resamples=n_bootstrap, seed=seed)
+    if not binary:
         curves = per_class_curves(y, probs, classes)
         out["roc"] = {"per_class": curves["roc"], "macro_auc": curves["macro_auc"]}
         out["pr"] = {"per_class": curves["pr"], "macro_ap": curves["macro_ap"]}

@@ -137,6 +137,30 @@ def _bootstrap(fig: dict) -> str:
             + image(plots.bootstrap_plot(b), "bootstrap intervals"))
 
 
+def _subgroups(fig: dict) -> str:
+    sub = fig["subgroups"]
+    names = list(sub["overall"])
+    headers = ["value", "images", *(n.replace("_", " ") for n in names)]
+    out = (f"<p>From <code>{esc(sub['source'])}</code>: each figure on the images of one subgroup, with "
+           f"its {sub['level']:.0%} percentile-bootstrap interval ({sub['n_resamples']} resamples, seed "
+           f"{sub['seed']}). <b style=\"color:#b00\">Marked</b>: the interval lies wholly below the figure "
+           "on all evaluated images, more than chance in a group that small explains.</p>")
+    out += table(["", "images", *headers[2:]], [["<b>all</b>", "", *(fmt(sub["overall"][n]) for n in names)]])
+    for column, entries in sub["columns"].items():
+        rows = []
+        for e in entries:
+            cells = []
+            for n in names:
+                m = e["metrics"][n]
+                text = f"{fmt(m['estimate'], 3)} [{fmt(m['low'], 3)}, {fmt(m['high'], 3)}]"
+                cells.append(f'<b style="color:#b00">{text} &#9660;</b>' if n in e["below"] else text)
+            rows.append([esc(e["value"]), str(e["n"]), *cells])
+        out += f"<h3>{esc(column)}</h3>" + table(headers, rows)
+    if sub["missing"]:
+        out += f'<p class="note">{sub["missing"]} evaluated images have no row in the groups table.</p>'
+    return out
+
+
 def _calibration(fig: dict, result) -> str:
     cal = fig["calibration"]
     positive = fig.get("positive_class")
@@ -211,8 +235,10 @@ def evaluation_html(result, fig: dict) -> str:
         sections.append(("operating-point", "Operating point", _operating_point(fig, classes)))
     else:
         sections.append(("per-class", "Per-class and macro figures, top-k accuracy", _per_class(result, fig)))
-    sections += [("bootstrap", "Bootstrap 95% confidence intervals", _bootstrap(fig)),
-                 ("calibration", "Calibration", _calibration(fig, result))]
+    sections += [("bootstrap", "Bootstrap 95% confidence intervals", _bootstrap(fig))]
+    if fig.get("subgroups"):
+        sections.append(("subgroups", "Subgroups", _subgroups(fig)))
+    sections.append(("calibration", "Calibration", _calibration(fig, result)))
     if binary and "prevalence" in fig:
         sections.append(("prevalence", "PPV and NPV against prevalence", _prevalence(fig)))
     pos = fig.get("positive_class")

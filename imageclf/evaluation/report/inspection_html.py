@@ -104,12 +104,38 @@ def _augmented(result) -> str:
             + image(plots.image_grid(imgs, titles, cols=cols, cell=2.3), "augmented samples"))
 
 
+def _groups(d: dict) -> str:
+    g = d.get("groups")
+    if not g:
+        return ("<p>No --group-by given, and the file names show no shared prefixes. If several images "
+                "come from one patient or subject, name the groups with --group-by so that splits keep "
+                "each one on one side.</p>")
+    if g["group_by"] is None:
+        h = g["looks_grouped"]
+        return (f'<p class="warn">File names look grouped: {h["files"]:,} of {h["of"]:,} files share a '
+                f'prefix with another ({h["prefixes"]:,} prefixes, e.g. {esc(", ".join(h["examples"]))}). '
+                f"If each prefix is one patient or subject, keep them on one side of every split: "
+                f"<code>--group-by '{esc(h['suggest'])}'</code>.</p>")
+    out = (f"<p>Groups from <code>--group-by {esc(g['group_by'])}</code>: "
+           + esc(", ".join(f"{n} {c}" for n, c in g["per_split"].items())) + ".</p>")
+    rows = [[esc(k.replace("/", " and ")), str(v["count"]), esc(", ".join(v["examples"]))]
+            for k, v in g["crossing"].items()]
+    if rows:
+        out += table(["splits", "groups in both", "examples"], rows, left=1)
+    if any(v["count"] for v in g["crossing"].values()):
+        out += ('<p class="warn">Some groups cross splits: the held-out split has images of patients '
+                "the training split has seen, so its figures are optimistic.</p>")
+    return out
+
+
 def inspection_html(result) -> str:
     d = result.to_dict()
-    sections = [("counts", "Class counts", _counts(d, result.classes)),
+    sections = [("layout", "Layout", f"<p>{esc(d.get('layout') or result.kind)}</p>"),
+                ("counts", "Class counts", _counts(d, result.classes)),
                 ("sizes", "Image sizes, modes and bit depths", _sizes(d)),
                 ("unreadable", "Unreadable files", _unreadable(d)),
                 ("duplicates", "Duplicates and leakage between splits", _duplicates(result, d)),
+                ("groups", "Groups (patients, subjects) across splits", _groups(d)),
                 ("samples", "Sample images per class", _samples(result)),
                 ("augmented", "Augmented training samples", _augmented(result))]
     subtitle = (f"{esc(result.source)} ({esc(result.kind)}), classes {esc(', '.join(result.classes))}. "

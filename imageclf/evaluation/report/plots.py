@@ -303,3 +303,17 @@ def size_scatter(sizes: dict[str, list[list[int]]]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return to_png(fig)
+
+
+def lr_find_plot(lrs: Sequence[float], losses: Sequence[float], suggestion: float) -> bytes:
+    """The learning-rate finder's smoothed loss against the learning rate (log axis), the
+    suggested rate marked (fastai's lr_find plot)."""
+    fig, ax = _pyplot().subplots(figsize=(6.5, 4.0))
+    ax.plot(lrs, losses, color=BLUE)
+    ax.axvline(suggestion, color=ORANGE, linestyle="--", label=f"suggested {suggestion:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return to_png(fig)
