@@ -154,6 +154,9 @@ TRAIN_FLAGS = {
     "--force": (["--force"], "options", "force", True),
     "--quiet": (["--quiet"], "options", "quiet", True),
     "--precision": (["--precision", "bf16"], "options", "precision", "bf16"),
+    "--log": (["--log", "tensorboard", "--log", "mlflow"], "options", "log", ("tensorboard", "mlflow")),
+    "--tracking-uri": (["--tracking-uri", "sqlite:///t.db"], "options", "tracking_uri", "sqlite:///t.db"),
+    "--ood-keep": (["--ood-keep", "0.95"], "options", "ood_keep", 0.95),
 }
 # Flags that read a CSV's columns train on this CSV instead of the npz (see _grouped_csv).
 CSV_FLAGS = {"--path-column", "--label-column", "--group-by", "--exclude"}
@@ -259,7 +262,7 @@ def test_every_train_flag_reaches_fit(flag, path, tmp_path, tiny_npz, monkeypatc
 # The train flags that `imageclf tune` shares, and what each trial's fit must receive from them.
 TUNE_FLAGS = {flag: TRAIN_FLAGS[flag] for flag in (
     "--epochs", "--set", "--class-names", "--device", "--workers", "--cache", "--cache-dir",
-    "--skip-bad", "--precision", *sorted(CSV_FLAGS))}
+    "--skip-bad", "--precision", "--log", "--tracking-uri", "--ood-keep", *sorted(CSV_FLAGS))}
 TUNE_FLAGS["--recipe"] = (["--recipe", "mnist-basic"], "recipe", "name", "mnist-basic-tuned")
 # Train flags tune has not, or gives its own meaning, and why.
 TUNE_OWN = {

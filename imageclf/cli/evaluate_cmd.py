@@ -13,6 +13,8 @@ from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
 from imageclf.evaluation.report.figures import DEFAULT_BOOTSTRAP
 from imageclf.evaluation.report.subgroups import subgroup_lines
+from imageclf.inference.ood import refit_ood
+from imageclf.modelfile.ood import parse_method
 
 
 def parse_prevalences(items: list[str] | None) -> dict[str, float]:
@@ -79,3 +81,21 @@ def evaluate_command(
     if report:
         result.to_html(report)
         reporter.print(f"report written to {report}")
+
+
+@app.command("ood")
+def ood_command(
+    run: Path = typer.Argument(..., help="Model folder."),
+    data: str = typer.Argument(..., help="The data it trained on (its training and validation split)."),
+    keep: float = typer.Option(0.99, help="Share of the validation images the threshold keeps."),
+    method: str = typer.Option("mahalanobis+knn", help="Feature distances: mahalanobis, knn, or both "
+                               "(mahalanobis+knn: the larger counts)."),
+    workers: int = typer.Option(None, help="Processes for decoding (default: all cores)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Fit RUN's out-of-distribution score on DATA: for a model folder from before imageclf recorded
+    it, or to keep another share of the validation images. Training does this itself."""
+    parse_method(method)  # a bad name stops here, before any image is decoded
+    stats = refit_ood(run, data, keep=keep, method=method, workers=workers, reporter=Reporter(quiet=quiet))
+    typer.echo(f"{run}: OOD threshold {stats.threshold:.4g} ({method}) keeps {stats.info['val_kept']:.1%} of "
+               f"{stats.info['val_images']} validation images")

@@ -9,6 +9,7 @@ import typer
 from imageclf.cli.common import app, skip_bad_hint
 from imageclf.core.progress import Reporter
 from imageclf.inference.backends import load_backend
+from imageclf.inference.classifier import check_ood_mode
 
 
 @app.command("predict")
@@ -21,23 +22,38 @@ def predict_command(
     backend: str = typer.Option("torch", help="torch, or onnx (ONNX Runtime on CPU; uses RUN/model.onnx "
                                 "when exported from these weights, else exports in memory)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images with a warning."),
+    ood: str = typer.Option("refuse", "--ood", help="An image unlike the training images (OOD score past the "
+                            "model's threshold): 'refuse' answers 'outside what this model was trained on' "
+                            "instead of a class, 'flag' keeps its class and marks it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Predict the class of new images with exactly the preprocessing stored in RUN.
 
-    RUN may also be an .onnx file written by 'imageclf export' (with --backend onnx).
+    RUN may also be an .onnx file written by 'imageclf export' (with --backend onnx). The CSV has
+    each image's OOD score and whether it is outside the model's threshold.
     """
+    check_ood_mode(ood)
     model = load_backend(run, backend, device=device)
     reporter = Reporter(quiet=quiet)
     with skip_bad_hint():
-        preds = model.predict(paths, batch_size=batch_size, skip_bad=skip_bad, reporter=reporter)
+        preds = model.predict(paths, batch_size=batch_size, skip_bad=skip_bad, reporter=reporter,
+                              ood_mode=ood)
     for path, reason in preds.errors:
         reporter.warn(f"skipped {path}: {reason}")
     if csv_out:
         preds.to_csv(csv_out)
     width = min(60, max((len(p) for p in preds.paths), default=4))
-    header = f"{'path':<{width}}  {'predicted':<12} " + " ".join(f"{'p_' + c:>12}" for c in preds.classes)
+    scored = preds.ood_scores is not None
+    header = (f"{'path':<{width}}  {'predicted':<12} " + " ".join(f"{'p_' + c:>12}" for c in preds.classes)
+              + (f" {'ood_score':>10} {'outside':>7}" if scored else ""))
     typer.echo(header)
-    for row in preds.rows():
+    for row, refused in zip(preds.rows(), preds.refused):
         probs = " ".join(f"{row['p_' + c]:>12.4f}" for c in preds.classes)
-        typer.echo(f"{row['path'][-width:]:<{width}}  {row['predicted']:<12} {probs}")
+        flag = f" {row['ood_score']:>10.4g} {'yes' if row['outside'] else 'no':>7}" if scored else ""
+        # One word in the table (the CSV and the API say it in full): "(outside)" for a refusal.
+        label = "(outside)" if refused else row["predicted"]
+        typer.echo(f"{row['path'][-width:]:<{width}}  {label:<12} {probs}{flag}")
+    if scored and (n := int(preds.outside.sum())):
+        verb = "answered 'outside what this model was trained on'" if ood == "refuse" else "flagged"
+        reporter.warn(f"{n} of {len(preds)} images are unlike the training images (OOD score past "
+                      f"{preds.ood_threshold:.4g}): {verb}")

@@ -16,9 +16,12 @@ from imageclf.cli.train_cmd import (
     Exclude,
     GroupBy,
     LabelColumn,
+    Log,
+    OodKeep,
     PathColumn,
     Precision,
     SkipBad,
+    TrackingUri,
     Workers,
 )
 from imageclf.core.errors import ConfigError
@@ -66,6 +69,9 @@ def tune_command(
     cache_dir: CacheDir = None,
     skip_bad: SkipBad = False,
     precision: Precision = "auto",
+    log: Log = None,
+    tracking_uri: TrackingUri = None,
+    ood_keep: OodKeep = 0.99,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-trial lines."),
 ) -> None:
@@ -77,7 +83,8 @@ def tune_command(
     options = TrainOptions(device=device, force=force, skip_bad=skip_bad,
                            class_names=parse_names(class_names), path_column=path_column,
                            label_column=label_column, group_by=group_by, exclude=exclude, cache=cache,
-                           cache_dir=cache_dir, workers=workers, quiet=quiet, precision=precision)
+                           cache_dir=cache_dir, workers=workers, quiet=quiet, precision=precision,
+                           log=tuple(log or ()), tracking_uri=tracking_uri, ood_keep=ood_keep)
     dataset = options.open_dataset(data)
     for note in dataset.notes:
         Reporter(quiet=quiet).warn(note)

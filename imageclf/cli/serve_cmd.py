@@ -32,21 +32,32 @@ def serve_command(
     max_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests to join."),
     max_queue: int = typer.Option(64, help="Requests in progress at once; more get 503 + Retry-After."),
     timeout: float = typer.Option(30.0, help="Seconds a request may take, upload included."),
+    ood: str = typer.Option("refuse", "--ood", help="An image unlike the training images (past the model's "
+                            "OOD threshold): 'refuse' answers 'outside what this model was trained on' "
+                            "instead of a class; 'flag' gives its class and flags it."),
+    token_file: Path = typer.Option(None, "--token-file", help="Require 'Authorization: Bearer <token>' "
+                                    "(the file's first line) on every request but /health and the page; "
+                                    "default: $IMAGECLF_TOKEN when set, else open."),
+    cors_origin: list[str] = typer.Option(None, "--cors-origin", help="An origin whose pages may call the "
+                                          "API from a browser, e.g. https://app.example.org (repeatable; "
+                                          "default: none, same origin only)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve RUN over HTTP: a web page at /, POST /predict, POST /explain, /docs."""
     # Lazy, documented: imageclf.serve needs FastAPI, an optional extra ('imageclf[serve]').
-    from imageclf.serve import ServeSettings, run_server
+    from imageclf.serve import ServeSettings, read_token, run_server
 
     settings = ServeSettings(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             timeout=timeout, backend=_check_backend(backend))
+                             timeout=timeout, backend=_check_backend(backend), ood=ood,
+                             token=read_token(token_file), cors_origins=tuple(cors_origin or ()))
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         raise ImageclfError("serving needs FastAPI and uvicorn; pip install 'imageclf[serve]'") from None
-    console.print(f"serving {run} on http://{host}:{port}/  (API docs: /docs, Ctrl-C to stop)")
+    access = "token required" if settings.token else "no token: anyone who reaches it may ask"
+    console.print(f"serving {run} on http://{host}:{port}/  (API docs: /docs, {access}; Ctrl-C to stop)")
     run_server(run, settings, host=host, port=port, log_level=log_level)
 
 

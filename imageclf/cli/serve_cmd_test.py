@@ -27,8 +27,11 @@ def test_export_then_predict_with_onnx_matches_torch(trained_run, tiny_folders, 
         for a, b in zip(onnx_lines[1:], torch_lines[1:]):
             # Same path and class; probabilities printed to 4 decimals agree to the last one.
             assert a.split()[:2] == b.split()[:2]
-            assert [float(x) for x in a.split()[2:]] == pytest.approx([float(x) for x in b.split()[2:]],
-                                                                      abs=1.5e-4)
+            # Then the probabilities and the OOD score (to 4 significant digits), and whether it is outside.
+            assert [float(x) for x in a.split()[2:-2]] == pytest.approx([float(x) for x in b.split()[2:-2]],
+                                                                        abs=1.5e-4)
+            assert float(a.split()[-2]) == pytest.approx(float(b.split()[-2]), rel=2e-3)
+            assert a.split()[-1] == b.split()[-1]
 
 
 def test_unknown_backend_is_a_one_line_error(trained_run, tiny_folders, capsys):

@@ -38,6 +38,14 @@ Exclude = Annotated[str, typer.Option(
     "--exclude", help="A CSV of images to leave out of training, e.g. imageclf review's review.csv (the "
                       "rows whose exclude column is true; without one, every listed path). Validation "
                       "keeps them.")]
+Log = Annotated[list[str], typer.Option(
+    "--log", help="Also log to an experiment tracker: tensorboard (RUN/tensorboard/) or mlflow; repeatable. "
+                  "RUN/history.csv is always written.")]
+TrackingUri = Annotated[str, typer.Option(
+    "--tracking-uri", help="MLflow tracking URI for --log mlflow, e.g. sqlite:///mlflow.db (default: "
+                           "$MLFLOW_TRACKING_URI, else MLflow's own).")]
+OodKeep = Annotated[float, typer.Option(
+    "--ood-keep", help="Share of validation images the out-of-distribution threshold keeps (0.99).")]
 Precision = Annotated[str, typer.Option(
     help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (on CPU too: fast with AMX / "
          "AVX512-BF16, not bit-exact; many times slower on CPUs without them).")]
@@ -83,6 +91,9 @@ def train_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or epoch lines."),
     precision: Precision = "auto",
+    log: Log = None,
+    tracking_uri: TrackingUri = None,
+    ood_keep: OodKeep = 0.99,
     nproc: int = typer.Option(None, "--nproc", help="Data-parallel training on N local processes "
                               "(DDP: gloo on CPU, NCCL on GPU); see docs/performance.md."),
 ) -> None:
@@ -99,7 +110,8 @@ def train_command(
     options = TrainOptions(device=device, resume=resume, force=force, skip_bad=skip_bad,
                            class_names=parse_names(class_names), path_column=path_column,
                            label_column=label_column, group_by=group_by, exclude=exclude, cache=cache,
-                           cache_dir=cache_dir, workers=workers, quiet=quiet, precision=precision)
+                           cache_dir=cache_dir, workers=workers, quiet=quiet, precision=precision,
+                           log=tuple(log or ()), tracking_uri=tracking_uri, ood_keep=ood_keep)
     if folds and nproc and nproc > 1:
         raise ConfigError("--folds and --nproc cannot be combined (run the folds one by one)")
     options = resumed_options(options, out)

@@ -129,14 +129,6 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def describe(self) -> str:
-        parts = []
-        for name, split in self.splits.items():
-            counts = split.counts(self.num_classes)
-            per_class = ", ".join(f"{c} {n}" for c, n in zip(self.classes, counts))
-            parts.append(f"{name}: {len(split)} ({per_class})")
-        return "; ".join(parts)
-
     def fingerprint(self) -> dict:
         """A cheap identity of the data: item names, file sizes and labels, hashed (and the
         grouping and exclusions, when there are any)."""

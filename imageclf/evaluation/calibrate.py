@@ -22,6 +22,7 @@ from imageclf.data.sources import Dataset, evaluation_split
 from imageclf.evaluation.evaluate import evaluate, open_for_model
 from imageclf.evaluation.report.stats import operating_point
 from imageclf.modelfile.artifact import update_config
+from imageclf.modelfile.card import CARD_FILE, write_card
 from imageclf.modelfile.predictor import Predictor
 from imageclf.models.heads import logits_to_probs
 
@@ -231,5 +232,7 @@ def calibrate(model: Predictor, data: str | Path | Dataset, *, split: str = "val
         changes = {"temperature": new_t, "metrics": metrics}
         if threshold is not None:
             changes["threshold"] = threshold
-        update_config(run, **changes)
+        config = update_config(run, **changes)
+        if (Path(run) / CARD_FILE).is_file():  # the card states the threshold: written again from config.json
+            write_card(run, config)
     return out

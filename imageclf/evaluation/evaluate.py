@@ -43,6 +43,9 @@ class EvaluationResult:
     # --group-by of the model's training: evaluation images whose group it trained on.
     group_overlap: dict | None = None
     subgroups: Subgroups | None = None  # --groups: each image's value in every group column
+    # Each image's out-of-distribution score and the model's threshold (None: no statistics).
+    ood_scores: np.ndarray | None = None
+    ood_threshold: float | None = None
     _figures: dict | None = field(default=None, repr=False)
 
     @property
@@ -51,7 +54,7 @@ class EvaluationResult:
 
     def report(self) -> str:
         head = f"{self.source} [{self.split}]: {len(self.labels)} images"
-        return head + "\n\n" + format_report(self.metrics, self.classes)
+        return head + "\n\n" + format_report(self.metrics, self.classes) + ood_line(self.metrics.get("ood"))
 
     def figures(self, **options) -> dict:
         """The report's figures (curves, intervals, calibration...; see
@@ -85,6 +88,28 @@ class EvaluationResult:
         if path is not None:
             atomic_write_text(path, text)
         return text
+
+
+def ood_summary(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray | None,
+                threshold: float | None) -> dict | None:
+    """How many images score past the OOD threshold, and the accuracy on the others."""
+    if scores is None or threshold is None:
+        return None
+    inside = scores <= threshold
+    return {"threshold": float(threshold), "outside": int((~inside).sum()), "answered": int(inside.sum()),
+            "share_answered": float(inside.mean()) if len(inside) else 1.0,
+            "accuracy_answered": (float((predictions[inside] == labels[inside]).mean()) if inside.any()
+                                  else None),
+            "score_median": float(np.median(scores)) if len(scores) else None}
+
+
+def ood_line(ood: dict | None) -> str:
+    if not ood:
+        return "\nOOD: this model has no out-of-distribution statistics"
+    acc = "" if ood["accuracy_answered"] is None else f"; accuracy on those {ood['accuracy_answered']:.4f}"
+    return (f"\nOOD: {ood['answered']} of {ood['answered'] + ood['outside']} images "
+            f"({ood['share_answered']:.1%}) within the threshold {ood['threshold']:.4g}, {ood['outside']} "
+            f"outside what this model was trained on (scored above all the same){acc}")
 
 
 def overlap_with_training(run_dir: str, images) -> int:
@@ -171,9 +196,11 @@ def evaluate(model, data: str | Path | Dataset, split: str | None = None, *, bat
     for path, reason in cached.skipped:
         reporter.warn(f"skipped {path}: {reason}")
     with reporter.task("predicting", total=len(cached)) as bar:
-        probs = model.predict_arrays(cached.images, batch_size, on_batch=bar.advance)
+        probs, scores = model.predict_scored(cached.images, batch_size, on_batch=bar.advance)
     labels = remap[cached.labels]
     metrics = classification_metrics(labels, probs, model.classes, model.threshold)
+    if (ood := ood_summary(labels, decide(probs, model.threshold), scores, model.ood_threshold)) is not None:
+        metrics["ood"] = ood
     overlap = overlap_with_training(model.source, cached.images)
     if overlap:
         reporter.warn(f"{overlap} of {len(labels)} evaluation images are identical to training "
@@ -193,4 +220,5 @@ def evaluate(model, data: str | Path | Dataset, split: str | None = None, *, bat
         split_counts[name] = counts.tolist()
     return EvaluationResult(model.classes, labels, probs, model.threshold, paths, metrics,
                             chosen.name, ds.source, cached.images if keep_images else None,
-                            cached.skipped, overlap, model.source, split_counts, shared, subgroups)
+                            cached.skipped, overlap, model.source, split_counts, shared, subgroups,
+                            scores, model.ood_threshold)

@@ -73,7 +73,8 @@ def test_exported_file_carries_its_preprocessing_and_decision(torch_model, tmp_p
     assert json.loads(meta["imageclf.preprocessing"]) == torch_model.preprocessing.to_dict()
     assert "NCHW" in meta["imageclf.input"]
     assert [i.name for i in proto.graph.input] == ["input"]
-    assert [o.name for o in proto.graph.output] == ["probs", "logits"]
+    assert [o.name for o in proto.graph.output] == ["probs", "logits", "ood"]  # its OOD score, too
+    assert float(meta["imageclf.ood_threshold"]) == torch_model.ood_threshold
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     loaded = load_backend(path, "onnx")
     assert loaded.classes == torch_model.classes and loaded.predictor.run_dir is None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from imageclf.core.errors import BadImageError, ImageclfError
+from imageclf.core.errors import BadImageError, ConfigError, ImageclfError
 from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.cache import decode_paths
@@ -26,39 +26,76 @@ from imageclf.evaluation.summary import ModelSummary, summarize
 from imageclf.inference.forward import FREEZE_MIN_IMAGES, auto_batch_size
 from imageclf.inference.predictors import TorchPredictor
 from imageclf.modelfile.artifact import ModelConfig
+from imageclf.modelfile.ood import OOD_MODES, OUTSIDE, OodStats
 from imageclf.modelfile.predictor import ImageInput, Predictor, prepare_input
 from imageclf.models.heads import decide
 
 
+def check_ood_mode(mode: str) -> str:
+    if mode not in OOD_MODES:
+        raise ConfigError(f"--ood must be one of {', '.join(OOD_MODES)}, got {mode!r}")
+    return mode
+
+
+def no_ood_note(source: str) -> str:
+    return (f"{source}: this model has no out-of-distribution statistics (trained before imageclf recorded "
+            "them): its answers carry no OOD score; add them with 'imageclf ood RUN DATA'")
+
+
 @dataclass
 class Predictions:
-    """Per-image results: ``paths[i]``, ``labels[i]`` (class name) and ``probs[i]`` (per class)."""
+    """Per-image results: ``paths[i]``, ``labels[i]`` (class name) and ``probs[i]`` (per class).
+
+    With OOD scores (``ood_scores[i]``; None for a model without the statistics) an image whose
+    score is past ``ood_threshold`` is :attr:`outside`; in ``refuse`` mode (the default) its label
+    is :data:`~imageclf.modelfile.ood.OUTSIDE` instead of a class, in ``flag`` mode it keeps its
+    class and is only flagged. ``indices`` are always the model's class decisions.
+    """
 
     paths: list[str]
     probs: np.ndarray
     classes: list[str]
     threshold: float
     errors: list[tuple[str, str]]
+    ood_scores: np.ndarray | None = None
+    ood_threshold: float | None = None
+    ood_mode: str = "refuse"
 
     @property
     def indices(self) -> np.ndarray:
         return decide(self.probs, self.threshold) if len(self.probs) else np.zeros(0, np.int64)
 
     @property
+    def outside(self) -> np.ndarray:
+        """Whether each image's OOD score is past the threshold (all False without scores)."""
+        if self.ood_scores is None or self.ood_threshold is None:
+            return np.zeros(len(self.paths), bool)
+        return np.asarray(self.ood_scores) > self.ood_threshold
+
+    @property
+    def refused(self) -> np.ndarray:
+        """The images answered :data:`~imageclf.modelfile.ood.OUTSIDE` instead of a class."""
+        return self.outside & (self.ood_mode == "refuse")
+
+    @property
     def labels(self) -> list[str]:
-        return [self.classes[i] for i in self.indices]
+        return [OUTSIDE if r else self.classes[i] for i, r in zip(self.indices, self.refused)]
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def rows(self) -> list[dict]:
-        return [{"path": p, "predicted": self.classes[k],
-                 **{f"p_{c}": float(v) for c, v in zip(self.classes, probs)}}
-                for p, k, probs in zip(self.paths, self.indices, self.probs)]
+        scored = self.ood_scores is not None
+        return [{"path": p, "predicted": label, **{f"p_{c}": float(v) for c, v in zip(self.classes, probs)},
+                 **({"ood_score": float(self.ood_scores[i]), "outside": bool(self.outside[i])}
+                    if scored else {})}
+                for i, (p, label, probs) in enumerate(zip(self.paths, self.labels, self.probs))]
 
     def to_csv(self, path: str | Path | None = None) -> str:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["path", "predicted", *(f"p_{c}" for c in self.classes)])
+        extra = ["ood_score", "outside"] if self.ood_scores is not None else []
+        columns = ["path", "predicted", *(f"p_{c}" for c in self.classes), *extra]
+        writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
         for row in self.rows():
             writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -99,8 +136,11 @@ class Classifier:
     itself, answering from the one it holds, so evaluate, calibrate, export and the server take it.
     """
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, ood_mode: str = "refuse") -> None:
         self.predictor = predictor
+        # refuse: an input past the OOD threshold is answered OUTSIDE; flag: it keeps its class.
+        self.ood_mode = check_ood_mode(ood_mode)
+        self._told_no_ood = False
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> Classifier:
@@ -145,6 +185,21 @@ class Classifier:
         return self.predictor.threshold
 
     @property
+    def ood_threshold(self) -> float | None:
+        return self.predictor.ood_threshold
+
+    @property
+    def ood(self) -> OodStats | None:
+        """The OOD statistics of a PyTorch model (None on another backend, or without them)."""
+        return getattr(self.predictor, "ood", None)
+
+    def tell_no_ood(self, reporter: Reporter) -> None:
+        """Say, once per loaded model, that it has no OOD statistics (a folder from before them)."""
+        if self.ood_threshold is None and not self._told_no_ood:
+            self._told_no_ood = True
+            reporter.warn(no_ood_note(self.source))
+
+    @property
     def model(self) -> nn.Module:
         """The PyTorch network; :class:`~imageclf.core.errors.ImageclfError` on a backend without one."""
         return self.predictor.model
@@ -154,6 +209,11 @@ class Classifier:
         """Probabilities (N, K) for preprocessed (N, H, W, C) uint8 images; ``batch_size`` None:
         the predictor's choice (for PyTorch, :func:`~imageclf.inference.forward.auto_batch_size`)."""
         return self.predictor.predict_arrays(images, batch_size, on_batch)
+
+    def predict_scored(self, images: np.ndarray, batch_size: int | None = None,
+                       on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and OOD scores (N,; None without statistics), one forward pass."""
+        return self.predictor.predict_scored(images, batch_size, on_batch)
 
     def view_logits(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Raw logits (views, N, outputs) of the test-time views, the plain image first."""
@@ -170,45 +230,61 @@ class Classifier:
         return prepare_input(image, self.preprocessing)
 
     def predict(self, inputs: str | Path | Sequence, batch_size: int | None = None, skip_bad: bool = False,
-                workers: int | None = None, reporter: Reporter = QUIET) -> Predictions:
+                workers: int | None = None, reporter: Reporter = QUIET,
+                ood_mode: str | None = None) -> Predictions:
         """Predict files, folders, globs, PIL images or arrays, with the training preprocessing.
+
+        ``ood_mode`` (default: this Classifier's, ``refuse``): what an input unlike the training
+        images is answered; see :class:`Predictions`.
 
         >>> model = imageclf.load("runs/xray")                       # doctest: +SKIP
         >>> model.predict(["a.png", "scans/"]).labels                # doctest: +SKIP
         ['normal', 'pneumonia', ...]
         """
+        mode = check_ood_mode(ood_mode or self.ood_mode)
+        self.tell_no_ood(reporter)
         if isinstance(inputs, str | Path) or not isinstance(inputs, Sequence):
             inputs = [inputs]
-        pre = self.preprocessing
         if all(isinstance(i, str | Path) for i in inputs):
-            names = expand_inputs(inputs)
-            bs = batch_size or auto_batch_size(pre, self.device)
-            # Decoded images are predicted a chunk at a time while the decode workers run ahead;
-            # a chunk as large as a job worth optimising lets predict_arrays see it as one.
-            chunk = max(bs, FREEZE_MIN_IMAGES) if len(names) >= FREEZE_MIN_IMAGES else bs
-            kept, errors, arrays, parts = [], [], [], []
-            with reporter.task("predicting", total=len(names)) as bar:
-                for name, result in zip(names, decode_paths(names, pre, workers, threads=True)):
-                    if isinstance(result, str):
-                        if not skip_bad:
-                            raise BadImageError(name, result)
-                        errors.append((name, result))
-                        bar.advance(1)
-                    else:
-                        arrays.append(result)
-                        kept.append(name)
-                    if len(arrays) == chunk:
-                        parts.append(self.predict_arrays(np.stack(arrays), bs, bar.advance))
-                        arrays = []
-                if arrays or not parts:
-                    batch = np.stack(arrays) if arrays else np.zeros((0, *pre.size, pre.channels), np.uint8)
-                    parts.append(self.predict_arrays(batch, bs, bar.advance))
-            return Predictions(kept, np.concatenate(parts), self.classes, self.threshold, errors)
-        kept = [f"<input {i}>" for i in range(len(inputs))]
-        batch = np.stack([self.prepare(x) for x in inputs])
-        with reporter.task("predicting", total=len(batch)) as bar:
-            probs = self.predict_arrays(batch, batch_size, on_batch=bar.advance)
-        return Predictions(kept, probs, self.classes, self.threshold, [])
+            kept, errors, probs, scores = self._predict_files(inputs, batch_size, skip_bad, workers, reporter)
+        else:
+            kept, errors = [f"<input {i}>" for i in range(len(inputs))], []
+            batch = np.stack([self.prepare(x) for x in inputs])
+            with reporter.task("predicting", total=len(batch)) as bar:
+                probs, scores = self.predict_scored(batch, batch_size, on_batch=bar.advance)
+        return Predictions(kept, probs, self.classes, self.threshold, errors, scores, self.ood_threshold,
+                           mode)
+
+    def _predict_files(self, inputs: Sequence, batch_size: int | None, skip_bad: bool, workers: int | None,
+                       reporter: Reporter) -> tuple[list[str], list[tuple[str, str]], np.ndarray,
+                                                    np.ndarray | None]:
+        """Decode and predict files a chunk at a time: (kept names, errors, probabilities, OOD scores)."""
+        pre = self.preprocessing
+        names = expand_inputs(inputs)
+        bs = batch_size or auto_batch_size(pre, self.device)
+        # Decoded images are predicted a chunk at a time while the decode workers run ahead;
+        # a chunk as large as a job worth optimising lets predict_arrays see it as one.
+        chunk = max(bs, FREEZE_MIN_IMAGES) if len(names) >= FREEZE_MIN_IMAGES else bs
+        kept, errors, arrays, parts = [], [], [], []
+        with reporter.task("predicting", total=len(names)) as bar:
+            for name, result in zip(names, decode_paths(names, pre, workers, threads=True)):
+                if isinstance(result, str):
+                    if not skip_bad:
+                        raise BadImageError(name, result)
+                    errors.append((name, result))
+                    bar.advance(1)
+                else:
+                    arrays.append(result)
+                    kept.append(name)
+                if len(arrays) == chunk:
+                    parts.append(self.predict_scored(np.stack(arrays), bs, bar.advance))
+                    arrays = []
+            if arrays or not parts:
+                batch = np.stack(arrays) if arrays else np.zeros((0, *pre.size, pre.channels), np.uint8)
+                parts.append(self.predict_scored(batch, bs, bar.advance))
+        probs = np.concatenate([p for p, _ in parts])
+        scores = None if parts[0][1] is None else np.concatenate([s for _, s in parts])
+        return kept, errors, probs, scores
 
     def evaluate(self, data: str | Path | Dataset, split: str | None = None, **kwargs) -> EvaluationResult:
         """Evaluate on a dataset (path or :class:`~imageclf.data.sources.Dataset`); see

@@ -51,8 +51,9 @@ def test_csv_output(model, tiny_folders, tmp_path):
     preds.to_csv(tmp_path / "p.csv")
     with open(tmp_path / "p.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["path", "predicted", "p_NORMAL", "p_PNEUMONIA"]
+    assert list(rows[0]) == ["path", "predicted", "p_NORMAL", "p_PNEUMONIA", "ood_score", "outside"]
     assert len(rows) == 32
+    assert all(r["outside"] == str(o) for r, o in zip(rows, preds.outside))
 
 
 def test_bad_image_named_or_skipped(model, tmp_path, tiny_folders):

@@ -138,6 +138,37 @@ def predict_probs(
 
 
 @torch.inference_mode()
+def predict_scored(scored: nn.Module, images, pre: Preprocessing, *, device: torch.device,
+                   batch_size: int = 128, tta: Sequence[str] = (), temperature: float = 1.0,
+                   on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N, K), as :func:`predict_probs` gives them, and OOD scores (N,) for
+    (N, H, W, C) uint8 images, from one forward pass.
+
+    ``scored`` is a :class:`~imageclf.modelfile.ood.ScoredNet`: ``(logits, score)`` for a batch.
+    The score is the plain view's (test-time flips change the probabilities only), as the
+    statistics were fitted on plain training images.
+    """
+    scored.eval()
+    use_amp = device.type == "cuda"
+    probs, scores = [], []
+    for start in range(0, len(images), batch_size):
+        x = batch_input(images[start:start + batch_size], pre, device)
+        views = tta_views(x, tta)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            logits, score = scored(views[0])
+            total = logits_to_probs(logits, temperature)
+            for view in views[1:]:
+                total = total + logits_to_probs(scored.network(view), temperature)
+        probs.append((total / len(views)).float().cpu())
+        scores.append(score.float().cpu())
+        if on_batch:
+            on_batch(len(x))
+    if not probs:
+        return np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
+    return torch.cat(probs).numpy(), torch.cat(scores).numpy()
+
+
+@torch.inference_mode()
 def view_logits(model: nn.Module, images, pre: Preprocessing, *, device: torch.device,
                 batch_size: int = 128, tta: Sequence[str] = ()) -> np.ndarray:
     """Raw logits (views, N, outputs) for (N, H, W, C) uint8 images: the views that

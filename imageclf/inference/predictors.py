@@ -25,11 +25,13 @@ from imageclf.inference.forward import (
     optimize_for_inference,
     optimize_mode,
     predict_probs,
+    predict_scored,
     resolve_device,
     view_logits,
 )
 from imageclf.modelfile.artifact import ModelConfig, build_model, check_weights, load_weights, read_config
-from imageclf.modelfile.onnx import INPUT_NAME
+from imageclf.modelfile.onnx import INPUT_NAME, OOD_OUTPUT
+from imageclf.modelfile.ood import OodStats, ScoredNet, check_fits, feature_heads, read_ood
 
 ONNX_BATCH = 128  # images per session run when the caller leaves it to the backend
 
@@ -53,16 +55,24 @@ class _FromConfig:
     def threshold(self) -> float:
         return self.config.threshold
 
+    @property
+    def ood_threshold(self) -> float | None:
+        """The OOD score past which an input is out of distribution (None: the model has no score)."""
+        return float(self.config.ood["threshold"]) if self.config.ood else None
+
 
 class TorchPredictor(_FromConfig):
     """A model folder's PyTorch network, run on ``device``."""
 
     backend = "torch"
 
-    def __init__(self, model: nn.Module, config: ModelConfig, device: torch.device, source: str = "") -> None:
+    def __init__(self, model: nn.Module, config: ModelConfig, device: torch.device, source: str = "",
+                 ood: OodStats | None = None) -> None:
         super().__init__(config, source)
         self.model = model.eval()
         self.device = device
+        # The network with its OOD scoring, sharing its weights (None: a model without statistics).
+        self.scored = None if ood is None else ScoredNet(self.model, ood).to(device).eval()
         # auto: a frozen oneDNN graph for CPU jobs of FREEZE_MIN_IMAGES or more; none, freeze,
         # compile. An optimised graph is only used when it gives the eager outputs to 1e-5.
         self.optimize = "auto"
@@ -73,11 +83,18 @@ class TorchPredictor(_FromConfig):
         """Load a model folder, checking it fully first (see :mod:`imageclf.modelfile.artifact`)."""
         config = read_config(run_dir)
         check_weights(run_dir, config, build_model)  # before building: a crafted config costs nothing
+        ood = read_ood(run_dir, config.ood)
         model = build_model(config)
         load_weights(run_dir, model, config, checked=True)
+        if ood is not None:
+            check_fits(ood, feature_heads(model), config.preprocessing.channels)
         dev = resolve_device(device)
         model = model.to(dev).to(memory_format=torch.channels_last)
-        return cls(model, config, dev, str(run_dir))
+        return cls(model, config, dev, str(run_dir), ood)
+
+    @property
+    def ood(self) -> OodStats | None:
+        return None if self.scored is None else self.scored.stats
 
     def predict_arrays(self, images: np.ndarray, batch_size: int | None = None,
                        on_batch: Callable[[int], None] | None = None) -> np.ndarray:
@@ -91,6 +108,18 @@ class TorchPredictor(_FromConfig):
         return predict_probs(network, images, pre, device=self.device,
                              batch_size=batch_size, tta=self.config.tta,
                              temperature=self.config.temperature, on_batch=on_batch)
+
+    def predict_scored(self, images: np.ndarray, batch_size: int | None = None,
+                       on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and OOD scores (N,) from one forward pass (scores None: the
+        model has no OOD statistics). Scored passes run the eager network, whose heads the
+        scoring hooks into."""
+        if self.scored is None:
+            return self.predict_arrays(images, batch_size, on_batch), None
+        pre = self.preprocessing
+        return predict_scored(self.scored, images, pre, device=self.device,
+                              batch_size=batch_size or auto_batch_size(pre, self.device),
+                              tta=self.config.tta, temperature=self.config.temperature, on_batch=on_batch)
 
     def _network(self, first: np.ndarray, n_images: int) -> nn.Module:
         """The eager network, or its optimised graph (built once, on the first large job)."""
@@ -136,11 +165,16 @@ class OnnxPredictor(_FromConfig):
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
         self.run_dir = run_dir
+        self.has_ood = OOD_OUTPUT in {o.name for o in self.session.get_outputs()}
         self.optimize = "auto"  # the protocol's PyTorch setting: ONNX Runtime optimises its session itself
         self._torch: TorchPredictor | None = None
         pre = config.preprocessing
         self._mean = None if pre.mean is None else np.asarray(pre.mean, np.float32).reshape(1, -1, 1, 1)
         self._std = None if pre.std is None else np.asarray(pre.std, np.float32).reshape(1, -1, 1, 1)
+
+    @property
+    def ood_threshold(self) -> float | None:
+        return super().ood_threshold if self.has_ood else None
 
     @property
     def model(self) -> nn.Module:
@@ -174,6 +208,25 @@ class OnnxPredictor(_FromConfig):
         if not out:
             return np.zeros((0, len(self.classes)), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
+
+    def predict_scored(self, images: np.ndarray, batch_size: int | None = None,
+                       on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and the graph's ``ood`` scores from one session run per batch (None: a
+        graph exported without them)."""
+        if not self.has_ood:
+            return self.predict_arrays(images, batch_size, on_batch), None
+        probs, scores = [], []
+        batch_size = batch_size or ONNX_BATCH
+        for start in range(0, len(images), batch_size):
+            batch = np.asarray(images[start:start + batch_size])
+            p, s = self.session.run(["probs", OOD_OUTPUT], {INPUT_NAME: self.to_input(batch)})
+            probs.append(p)
+            scores.append(s)
+            if on_batch:
+                on_batch(len(batch))
+        if not probs:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(probs).astype(np.float32, copy=False), np.concatenate(scores).astype(np.float32)
 
     def view_logits(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Raw logits (views, N, outputs) of the test-time views, the plain image first: the

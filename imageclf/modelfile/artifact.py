@@ -25,6 +25,7 @@ from imageclf.core.errors import ConfigError, ModelFileError
 from imageclf.core.io import atomic_save_safetensors, atomic_write_text, file_sha256
 from imageclf.core.version import __version__
 from imageclf.data.images import Preprocessing
+from imageclf.modelfile.ood import check_ood_field
 from imageclf.models import create_model
 from imageclf.models.heads import num_outputs
 
@@ -73,6 +74,9 @@ class ModelConfig:
     # What the weights started from: a registered name (package, sha256, licence) or a file.
     pretrained: dict[str, str] = field(default_factory=dict)
     weights_sha256: str = ""
+    # Out-of-distribution statistics (imageclf.modelfile.ood): method, threshold, keep share and
+    # the SHA-256 of OOD_FILE; empty in model folders written before they were recorded.
+    ood: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_outputs(self) -> int:
@@ -104,6 +108,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "members": ((list,), False),
     "pretrained": ((dict,), False),
     "weights_sha256": ((str,), False),
+    "ood": ((dict,), False),
 }
 
 
@@ -138,6 +143,7 @@ def parse_config(d: Any, where: str = CONFIG_FILE) -> ModelConfig:
         raise ModelFileError(f"{where}: threshold {d['threshold']} is not in [0, 1]")
     if float(d.get("temperature", 1.0)) <= 0:
         raise ModelFileError(f"{where}: temperature must be positive")
+    check_ood_field(d.get("ood"), where)
     try:
         pre = Preprocessing.from_dict(d["preprocessing"])
     except (TypeError, KeyError, ValueError) as exc:

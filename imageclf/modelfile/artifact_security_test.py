@@ -26,6 +26,7 @@ from imageclf.core.errors import ImageclfError, ModelFileError
 from imageclf.core.io import file_sha256
 from imageclf.data import synthetic as testing
 from imageclf.modelfile.artifact import CONFIG_FILE, MODEL_FILE, build_model, read_config, save_model
+from imageclf.modelfile.ood import OOD_FILE
 from imageclf.training.checkpoint import CHECKPOINT_FILE
 
 
@@ -49,7 +50,7 @@ _cli = exit_code
 def copy_run(good_run: Path, where: Path) -> Path:
     run = where / "run"
     run.mkdir(parents=True)
-    for name in (MODEL_FILE, CONFIG_FILE, CHECKPOINT_FILE):
+    for name in (MODEL_FILE, CONFIG_FILE, CHECKPOINT_FILE, OOD_FILE):  # the OOD statistics belong too
         shutil.copy(good_run / name, run / name)
     return run
 

@@ -7,6 +7,10 @@ averages the members' probabilities and returns logits of that average (the logi
 the mean for two classes, its log for more), so ``imageclf.load``, predict, evaluate,
 calibrate, explain, serve and export treat it as any other network.
 
+Out-of-distribution statistics (:mod:`imageclf.modelfile.ood`) travel too: each member scores
+an input with its own, divided by its own threshold, and the ensemble's score is their mean,
+past 1 out of distribution; when a member has none, the ensemble has none (and says so).
+
 Members must share their classes (same names, same order) and their preprocessing (size,
 channels, resize, mean, std): each then sees exactly the input it was trained on.
 """
@@ -20,6 +24,8 @@ from imageclf.core.io import check_output_folder
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.sources import carve_of
 from imageclf.modelfile.artifact import ModelConfig, build_model, load_weights, read_config, save_model
+from imageclf.modelfile.card import write_card
+from imageclf.modelfile.ood import OOD_FILE, combine_members, read_ood, save_ood
 from imageclf.models.ensemble import EnsembleNet
 
 
@@ -84,6 +90,14 @@ def build_ensemble(runs: list[str | Path], out: str | Path, *, force: bool = Fal
                   "weights_sha256": c.weights_sha256, "metrics": c.metrics}
                  for r, c in zip(runs, configs)],
     )
+    ood = combine_members([read_ood(r, c.ood) for r, c in zip(runs, configs)])
+    out.mkdir(parents=True, exist_ok=True)
+    if ood is not None:
+        config.ood = save_ood(out, ood)
+    else:
+        (out / OOD_FILE).unlink(missing_ok=True)
+        reporter.warn("a member has no out-of-distribution statistics: the ensemble has none either")
     save_model(out, model, config)
+    write_card(out, config)
     reporter.print(f"ensemble of {len(runs)} models written to {out}")
     return out

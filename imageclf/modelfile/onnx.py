@@ -5,8 +5,11 @@ the image decoded and resized as the model's preprocessing says, scaled to [0, 1
 when the recipe has them, normalised per channel with ``mean`` / ``std``. It gives two
 outputs: ``probs`` (N, K), class probabilities with the model's temperature and
 test-time flips already applied (exactly what ``Classifier.predict_arrays`` returns),
-and ``logits`` (N, 1 or K), the raw network output for the unflipped input. The batch
-axis is dynamic. Everything else a consumer needs (classes, threshold, preprocessing,
+and ``logits`` (N, 1 or K), the raw network output for the unflipped input; a model with
+out-of-distribution statistics (:mod:`imageclf.modelfile.ood`) gives a third, ``ood`` (N,),
+its score of each unflipped input, computed in the graph (past ``imageclf.ood_threshold``:
+out of distribution). The batch axis is dynamic. Everything else a consumer needs (classes,
+threshold, preprocessing,
 the full model config) is in the file's ``metadata_props`` under ``imageclf.*`` keys.
 """
 
@@ -23,36 +26,46 @@ from torch import nn
 
 from imageclf.core.errors import ImageclfError, ModelFileError
 from imageclf.core.io import atomic_write_bytes
+from imageclf.modelfile.ood import ScoredNet, read_ood
 from imageclf.modelfile.predictor import Predictor
 from imageclf.models.heads import logits_to_probs
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("probs", "logits")
+OOD_OUTPUT = "ood"
 OPSET = 17
 META_PREFIX = "imageclf."
 INPUT_DOC = ("float32 NCHW (batch, channels, height, width): pixels decoded and resized as "
              "imageclf.preprocessing says, divided by 255, then (x - mean) / std per channel "
              "when mean is not null")
 OUTPUT_DOC = ("probs: (batch, classes) probabilities, temperature and test-time flips applied; "
-              "logits: raw network output (one sigmoid logit for two classes)")
+              "logits: raw network output (one sigmoid logit for two classes); ood (when present): "
+              "(batch,) out-of-distribution score, past imageclf.ood_threshold the input is unlike "
+              "the training images")
 
 
 class _Exported(nn.Module):
     """The network followed by temperature, sigmoid / softmax and the averaged TTA flips."""
 
-    def __init__(self, model: nn.Module, tta: list[str], temperature: float) -> None:
+    def __init__(self, model: nn.Module, tta: list[str], temperature: float,
+                 scored: ScoredNet | None = None) -> None:
         super().__init__()
         self.model = model
+        self.scored = scored
         # Flip dims of an NCHW tensor: width is 3, height is 2 (as data.transforms.tta_views).
         self.flips = [3 for t in tta if t == "hflip"] + [2 for t in tta if t == "vflip"]
         self.temperature = float(temperature)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.scored is not None:
+            logits, ood = self.scored(x)
+        else:
+            logits, ood = self.model(x), None
         probs = logits_to_probs(logits, self.temperature)
         for dim in self.flips:
             probs = probs + logits_to_probs(self.model(x.flip(dim)), self.temperature)
-        return probs / (1 + len(self.flips)), logits
+        probs = probs / (1 + len(self.flips))
+        return (probs, logits) if ood is None else (probs, logits, ood)
 
 
 def onnx_metadata(model: Predictor) -> dict[str, str]:
@@ -68,6 +81,7 @@ def onnx_metadata(model: Predictor) -> dict[str, str]:
         f"{META_PREFIX}input": INPUT_DOC,
         f"{META_PREFIX}outputs": OUTPUT_DOC,
         f"{META_PREFIX}weights_sha256": cfg.weights_sha256,
+        **({f"{META_PREFIX}ood_threshold": repr(float(cfg.ood["threshold"]))} if cfg.ood else {}),
     }
 
 
@@ -77,7 +91,12 @@ def onnx_bytes(model: Predictor, opset: int = OPSET) -> bytes:
 
     pre = model.preprocessing
     net = copy.deepcopy(model.model).to("cpu").float().eval()
-    wrapper = _Exported(net, list(model.config.tta), model.config.temperature).eval()
+    stats = getattr(model, "ood", None)
+    if stats is None and model.config.ood and Path(model.source or "-").is_dir():  # a predictor without them
+        stats = read_ood(model.source, model.config.ood)
+    scored = None if stats is None else ScoredNet(net, copy.deepcopy(stats)).to("cpu").eval()
+    wrapper = _Exported(net, list(model.config.tta), model.config.temperature, scored).eval()
+    outputs = [*OUTPUT_NAMES, *([OOD_OUTPUT] if scored is not None else [])]
     example = torch.zeros(1, pre.channels, *pre.size)
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -88,8 +107,8 @@ def onnx_bytes(model: Predictor, opset: int = OPSET) -> bytes:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             wrapper, (example,), buf, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+            input_names=[INPUT_NAME], output_names=outputs,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in outputs}},
         )
     proto = onnx.load_from_string(buf.getvalue())
     proto.doc_string = f"imageclf {model.config.architecture}: input {INPUT_DOC}; {OUTPUT_DOC}"

@@ -64,6 +64,12 @@ class Predictor(Protocol):
     def threshold(self) -> float: ...
 
     @property
+    def ood_threshold(self) -> float | None:
+        """The out-of-distribution score past which an input is unlike the training images
+        (:mod:`imageclf.modelfile.ood`); None for a model without the statistics."""
+        ...
+
+    @property
     def model(self) -> nn.Module:
         """The PyTorch network (Grad-CAM, the layer summary and ONNX export need it); raises
         :class:`~imageclf.core.errors.ImageclfError` saying so where the backend has none."""
@@ -73,6 +79,12 @@ class Predictor(Protocol):
                        on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Probabilities (N, K) for preprocessed (N, H, W, C) uint8 images; ``batch_size``
         None leaves it to the predictor; ``on_batch(n)`` after each forward pass."""
+        ...
+
+    def predict_scored(self, images: np.ndarray, batch_size: int | None = None,
+                       on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) as :meth:`predict_arrays` gives them and OOD scores (N,), from
+        one forward pass; the scores are None for a model without OOD statistics."""
         ...
 
     def view_logits(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from imageclf.serve.app import create_app
 from imageclf.serve.server import run_server
-from imageclf.serve.settings import ServeSettings
+from imageclf.serve.settings import ServeSettings, read_token
 
-__all__ = ["ServeSettings", "create_app", "run_server"]
+__all__ = ["ServeSettings", "create_app", "read_token", "run_server"]

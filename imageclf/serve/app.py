@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -33,11 +34,15 @@ from imageclf.core.runtime import configure_process
 from imageclf.core.version import __version__
 from imageclf.evaluation.explain import explain_image
 from imageclf.inference.backends import load_backend
+from imageclf.inference.classifier import no_ood_note
+from imageclf.modelfile.card import CARD_FILE
+from imageclf.modelfile.ood import OUTSIDE
 from imageclf.modelfile.predictor import Predictor
 from imageclf.models.heads import decide
 from imageclf.serve.assets import Assets
 from imageclf.serve.batcher import MicroBatcher
 from imageclf.serve.schemas import ERROR_RESPONSES, HealthResponse, PredictResponse
+from imageclf.serve.security import BearerAuth
 from imageclf.serve.settings import ServeSettings
 from imageclf.serve.uploads import ApiError, Upload, decode_upload, read_uploads
 
@@ -74,10 +79,25 @@ class ServerState:
     def __init__(self, model: Predictor, settings: ServeSettings) -> None:
         self.model = model
         self.settings = settings
-        self.batcher = MicroBatcher(model.predict_arrays, settings.max_batch, settings.max_wait_ms / 1000)
+        self.batcher = MicroBatcher(self._predict_rows, settings.max_batch, settings.max_wait_ms / 1000)
         self.decoders = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="imageclf-decode")
         self.in_flight = 0
         self.started = time.monotonic()
+
+    def _predict_rows(self, images: np.ndarray) -> np.ndarray:
+        """(N, K + 1): each image's probabilities and its OOD score (NaN: the model has none), so
+        that the batcher hands every request its own rows."""
+        probs, scores = self.model.predict_scored(images)
+        scores = np.full(len(probs), np.nan) if scores is None else scores
+        return np.concatenate([probs, np.asarray(scores, probs.dtype)[:, None]], 1)
+
+    def ood_info(self) -> dict | None:
+        t = self.model.ood_threshold
+        if t is None:
+            return None
+        method = (self.model.config.ood or {}).get("method")
+        return {"threshold": t, "method": method, "mode": self.settings.ood,
+                "keep": (self.model.config.ood or {}).get("keep")}
 
     def model_info(self) -> dict:
         cfg = self.model.config
@@ -136,15 +156,24 @@ class ServerState:
             raise ApiError(501, "explain_unavailable", "heatmaps need the model's PyTorch network, which "
                            "this server cannot load: serve the model folder, not a bare .onnx file") from None
 
-    def predict_answer(self, uploads: list[Upload], probs: np.ndarray, timing: dict) -> dict:
-        classes = self.model.classes
-        indices = decide(probs, self.model.threshold)
-        preds = [{"file": u.filename, "class": classes[k], "index": int(k),
-                  "probability": round(float(p[k]), 6),
-                  "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
-                 for u, k, p in zip(uploads, indices, probs)]
+    def predict_answer(self, uploads: list[Upload], rows: np.ndarray, timing: dict) -> dict:
+        classes, threshold = self.model.classes, self.model.ood_threshold
+        probs, scores = rows[:, :-1], rows[:, -1]
+        refuse = self.settings.ood == "refuse"
+        preds = []
+        for u, k, p, s in zip(uploads, decide(probs, self.model.threshold), probs, scores):
+            outside = threshold is not None and bool(s > threshold)
+            pred = {"file": u.filename, "class": classes[k], "index": int(k),
+                    "probability": round(float(p[k]), 6),
+                    "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)},
+                    "ood_score": None if threshold is None else round(float(s), 6), "outside": outside,
+                    "refused": outside and refuse}
+            if pred["refused"]:  # answered instead of a class; the probabilities stay, for reference
+                pred.update({"class": None, "index": None, "probability": None, "answer": OUTSIDE})
+            preds.append(pred)
         return {"model": self.model_info(), "classes": classes, "threshold": self.model.threshold,
-                "predictions": preds, "timing_ms": {k: round(v * 1000, 2) for k, v in timing.items()}}
+                "ood": self.ood_info(), "predictions": preds,
+                "timing_ms": {k: round(v * 1000, 2) for k, v in timing.items()}}
 
 
 def _run_explain(model: Predictor, image: np.ndarray, layer: str | None) -> tuple[bytes, np.ndarray, str]:
@@ -170,6 +199,8 @@ def create_app(model_or_run: Predictor | str | Path, settings: ServeSettings | N
     configure_process()
     settings = settings or ServeSettings()
     state = ServerState(_load(model_or_run, settings), settings)
+    if state.model.ood_threshold is None:
+        log.warning("%s", no_ood_note(state.model.source))  # said once, at start-up
     _warm_up(state)
     assets = Assets.load()
 
@@ -184,6 +215,11 @@ def create_app(model_or_run: Predictor | str | Path, settings: ServeSettings | N
                               "predictions, Grad-CAM heatmaps and a web page at /.",
                   docs_url=None if assets.has_docs else "/docs", redoc_url=None)
     app.state.imageclf = state
+    # Outermost last: CORS answers a browser's preflight before the token is asked for.
+    app.add_middleware(BearerAuth, token=settings.token)
+    if settings.cors_origins:  # closed unless named: no Access-Control-* headers at all
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     assets.add_routes(app)
     _add_error_handlers(app)
     _add_service_routes(app, state)
@@ -199,7 +235,7 @@ def _warm_up(state: ServerState) -> None:
     buf = io.BytesIO()
     blank.save(buf, "PNG")
     decode_upload(Upload("warm-up.png", buf.getvalue()), pre, settings.max_pixels)
-    state.model.predict_arrays(np.zeros((1, *pre.size, pre.channels), np.uint8))
+    state.model.predict_scored(np.zeros((1, *pre.size, pre.channels), np.uint8))
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -228,6 +264,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_service_routes(app: FastAPI, state: ServerState) -> None:
     """``/health`` and ``/model``."""
     settings, pre = state.settings, state.model.preprocessing
+    card_path = Path(state.model.source or "-") / CARD_FILE
+    card = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else None  # once
+
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health() -> dict:
         """Liveness and load: requests in progress, batches and images served."""
@@ -240,10 +279,19 @@ def _add_service_routes(app: FastAPI, state: ServerState) -> None:
         """Classes, input, threshold, training metrics and the server's limits."""
         cfg = state.model.config
         return {**state.model_info(), "classes": cfg.classes, "threshold": cfg.threshold,
-                "temperature": cfg.temperature, "tta": cfg.tta,
+                "temperature": cfg.temperature, "tta": cfg.tta, "ood": state.ood_info(),
                 "input": {"height": pre.size[0], "width": pre.size[1], "channels": pre.channels,
                           "resize": pre.resize, "mean": pre.mean, "std": pre.std},
-                "metrics": cfg.metrics, "limits": settings.limits()}
+                "metrics": cfg.metrics, "limits": settings.limits(),
+                "card": "/model/card" if card is not None else None}
+
+    @app.get("/model/card", tags=["service"], response_class=PlainTextResponse)
+    async def model_card_text() -> PlainTextResponse:
+        """The model card (RUN/README.md: intended use, data, figures, thresholds, limits) as Markdown."""
+        if card is None:
+            raise ApiError(404, "no_card", "this model folder has no model card (README.md)")
+        return PlainTextResponse(card, media_type="text/markdown; charset=utf-8",
+                                 headers={"X-Content-Type-Options": "nosniff"})
 
 
 def _add_inference_routes(app: FastAPI, state: ServerState) -> None:

@@ -28,11 +28,11 @@ class GatedModel(Classifier):
         self.batch_sizes: list[int] = []
         self.entered = 0  # forward passes started (some may be waiting at the gate)
 
-    def predict_arrays(self, images, batch_size=128, on_batch=None):
+    def predict_scored(self, images, batch_size=None, on_batch=None):  # what the server's passes call
         self.entered += 1
         self.gate.wait(30)
         self.batch_sizes.append(len(images))
-        return super().predict_arrays(images, batch_size, on_batch)
+        return super().predict_scored(images, batch_size, on_batch)
 
 
 def files(png: bytes, n: int = 1):
@@ -141,10 +141,10 @@ def test_a_failing_model_is_a_json_500_and_the_server_goes_on(served_model, png_
     class Broken(GatedModel):
         fail = True
 
-        def predict_arrays(self, images, batch_size=128, on_batch=None):
+        def predict_scored(self, images, batch_size=None, on_batch=None):
             if self.fail and len(images) == 1 and images.sum() > 0:
                 raise RuntimeError("boom")
-            return super().predict_arrays(images, batch_size, on_batch)
+            return super().predict_scored(images, batch_size, on_batch)
 
     model = Broken(served_model)
     app = create_app(model, ServeSettings())

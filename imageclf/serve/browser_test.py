@@ -105,3 +105,51 @@ def test_api_docs_render_offline(browser, page_url):
     assert "imageclf" in title[0].text
     predict_op = "#operations-inference-predict_predict_post"
     assert wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, predict_op))
+
+
+@pytest.fixture(scope="module")
+def token_url(served_model):
+    with live_server(create_app(served_model, ServeSettings(token="page-token-123"))) as url:
+        yield url
+
+
+def test_the_page_asks_for_the_token_once_and_sends_it(browser, token_url, sample_images, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(token_url + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(token_url + "/")
+    wait_for(browser, lambda d: d.find_element(By.ID, "token-form").is_displayed())
+    assert "access token" in browser.find_element(By.ID, "model-line").text
+    field = browser.find_element(By.ID, "token-input")
+    field.send_keys("page-token-123")
+    browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    wait_for(browser, lambda d: "version" in d.find_element(By.ID, "model-line").text)
+    image = tmp_path / "chest.png"
+    image.write_bytes(encode(sample_images[0][1]))
+    upload(browser, image)
+    assert wait_for(browser, lambda d: d.find_element(By.ID, "result-class").text)
+    wait_for(browser, lambda d: d.find_element(By.ID, "heatmap").is_displayed())  # /explain had it too
+    browser.get(token_url + "/")  # asked once: the tab keeps it
+    wait_for(browser, lambda d: "version" in d.find_element(By.ID, "model-line").text)
+    assert not browser.find_element(By.ID, "token-form").is_displayed()
+    browser.execute_script("sessionStorage.clear()")
+
+
+def test_an_image_unlike_the_training_images_is_refused_on_the_page(browser, page_url, tmp_path):
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(encode(np.full((32, 32), 140, np.uint8)))
+    browser.get(page_url + "/")
+    wait_for(browser, lambda d: "version" in d.find_element(By.ID, "model-line").text)
+    upload(browser, blank)
+    shown = wait_for(browser, lambda d: d.find_element(By.ID, "result-class").text)
+    assert shown == "Outside what this model was trained on"
+    assert "refused" in browser.find_element(By.ID, "result").get_attribute("class")
+    note = browser.find_element(By.ID, "ood-note")
+    assert note.is_displayed() and "unlike the images the model learned from" in note.text
+    assert browser.find_element(By.ID, "result-prob").text == "\u2014"
+    shot = tmp_path / "refused.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

@@ -15,10 +15,25 @@ class ModelInfo(BaseModel):
 
 class Prediction(BaseModel):
     file: str = Field(description="The uploaded file's name (echoed, never used as a path).")
-    predicted: str = Field(alias="class", description="Predicted class at the model's threshold.")
-    index: int
-    probability: float = Field(description="Probability of the predicted class.")
-    probabilities: dict[str, float]
+    predicted: str | None = Field(alias="class", description="Predicted class at the model's threshold; "
+                                  "null when the image is refused as out of distribution.")
+    index: int | None
+    probability: float | None = Field(description="Probability of the predicted class (null when refused).")
+    probabilities: dict[str, float] = Field(description="Every class's probability (also when refused).")
+    ood_score: float | None = Field(description="Out-of-distribution score: how far the image lies from "
+                                    "the training images (null: the model has no statistics).")
+    outside: bool = Field(description="The score is past the model's OOD threshold.")
+    refused: bool = Field(description="Outside, and the server refuses such images (--ood refuse): "
+                          "answered 'answer' instead of a class.")
+    answer: str | None = Field(default=None, description="'outside what this model was trained on' "
+                               "when refused.")
+
+
+class OodInfo(BaseModel):
+    threshold: float
+    method: str | None
+    mode: str = Field(description="refuse (no class for an image past the threshold) or flag.")
+    keep: float | None = Field(description="Share of validation images the threshold keeps.")
 
 
 class PredictResponse(BaseModel):
@@ -26,6 +41,7 @@ class PredictResponse(BaseModel):
     classes: list[str]
     threshold: float = Field(description="Two classes: the second is predicted when its "
                              "probability is at least this; more classes: the most probable.")
+    ood: OodInfo | None = Field(description="The OOD threshold and mode (null: no statistics).")
     predictions: list[Prediction]
     timing_ms: dict[str, float] = Field(description="read, decode, inference (queue included), total.")
 
@@ -51,6 +67,7 @@ ERROR_RESPONSES = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         400: "No file, an empty file or a malformed body.",
+        401: "A token is set (--token-file, IMAGECLF_TOKEN) and the request has not carried it.",
         408: "The upload did not arrive within the request timeout.",
         413: "Body, image or file count over the limits.",
         415: "Not an image format the server reads (sniffed from the bytes).",

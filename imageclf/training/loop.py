@@ -30,6 +30,7 @@ from imageclf.data.images import Preprocessing
 from imageclf.data.sources import Dataset, Split, training_splits
 from imageclf.data.transforms import augment, normalize, to_float
 from imageclf.inference.forward import pool_before_relu, resolve_device
+from imageclf.inference.ood import fit_for_run
 from imageclf.models import check_forward, create_model, num_params
 from imageclf.models.heads import logit_predictions, training_targets
 from imageclf.models.heads import num_outputs as outputs_for
@@ -44,6 +45,7 @@ from imageclf.training.precision import bf16_cpu_warning, cpu_has_native_bf16, u
 from imageclf.training.pretrained import load_pretrained, resolve_pretrained
 from imageclf.training.probe import run_probe
 from imageclf.training.run import InterruptGuard, RunDir, TrainingState, prepare_caches, resumed_recipe
+from imageclf.training.tracking import Tracking
 from imageclf.training.validation import validate
 
 
@@ -212,13 +214,19 @@ def fit(data: str | Path | Dataset, recipe: str | Path | Recipe | None, out: str
     """
     configure_process()  # before the first large allocation (see its docstring)
     run = prepare_run(data, recipe, out, options or TrainOptions(), overrides or {})
-    state, train, val = build_state(run)
-    if run.recipe.probe:
-        run_probe(state, run.recipe, train, val, _class_weights(run, train), run.rep)
-        run.folder.save_epoch(state, run.recipe, run.dataset)
-    else:
-        run_epochs(run, state, train, val, on_epoch)
-    return finish(run, state, train, val)
+    names = run.options.log if dist.is_main() else ()
+    with Tracking(names, run.folder.path, run.recipe, run.options.tracking_uri) as tracking:
+        state, train, val = build_state(run)
+        if run.recipe.probe:
+            run_probe(state, run.recipe, train, val, _class_weights(run, train), run.rep)
+            run.folder.save_epoch(state, run.recipe, run.dataset)
+            for row in state.history:
+                tracking.log_epoch(row)
+        else:
+            run_epochs(run, state, train, val, tracking.wrap(on_epoch))
+        result = finish(run, state, train, val)
+        tracking.finish(result.path, result.metrics)
+    return result
 
 
 @dataclass
@@ -380,7 +388,9 @@ def finish(run: PreparedRun, state: TrainingState, train: CachedSplit, val: Cach
     if recipe.early_stopping is None or recipe.early_stopping.restore_best:
         state.restore_best()
     final = validate(state, recipe, val).as_row()
-    metrics = run.folder.finish(state, recipe, run.dataset, train, val, final, run.pretrained)
+    ood = fit_for_run(state.eval_model(), train, val, recipe, state.device, run.options.ood_keep,
+                      run.rep) if dist.is_main() else None
+    metrics = run.folder.finish(state, recipe, run.dataset, train, val, final, run.pretrained, ood)
     dist.barrier()  # every rank may load the model file once this returns: rank 0 has written it
     run.rep.print(f"[green]saved[/green] {run.folder.path} (best epoch {state.best_epoch + 1}: val_loss "
                   f"{final['val_loss']:.4f}, val_accuracy {final['val_accuracy']:.4f}, "

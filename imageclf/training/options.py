@@ -12,8 +12,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
 from imageclf.data.sources import Dataset, open_dataset
+
+TRACKERS = ("tensorboard", "mlflow")  # what --log may name besides csv (imageclf.training.tracking)
 
 
 @dataclass
@@ -40,6 +43,21 @@ class TrainOptions:
     # auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast on CPU too (fast with AMX /
     # AVX512-BF16, not bit-exact); fp32: never.
     precision: str = "auto"
+    # Share of the validation images the out-of-distribution threshold keeps (imageclf.modelfile.ood).
+    ood_keep: float = 0.99
+    # Experiment trackers beside history.csv (imageclf.training.tracking): tensorboard, mlflow;
+    # and MLflow's tracking URI (None: $MLFLOW_TRACKING_URI, else MLflow's default).
+    log: tuple[str, ...] = ()
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ood_keep <= 1.0:
+            raise ConfigError(f"--ood-keep must be a share in (0, 1], got {self.ood_keep}")
+        names = tuple(n for n in self.log if n != "csv")
+        unknown = sorted(set(names) - set(TRACKERS))
+        if unknown:
+            raise ConfigError(f"--log takes csv, {', '.join(TRACKERS)}; got {', '.join(unknown)}")
+        self.log = tuple(dict.fromkeys(names))
 
     @classmethod
     def split(cls, kwargs: dict[str, Any]) -> tuple[TrainOptions, dict[str, Any]]:

@@ -45,6 +45,8 @@ from imageclf.modelfile.artifact import (
     ModelConfig,
     save_model,
 )
+from imageclf.modelfile.card import write_card
+from imageclf.modelfile.ood import OOD_FILE, OodStats, save_ood
 from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
@@ -287,7 +289,7 @@ class RunDir:
             return {"groups": groups, "optimizer": optimizer, **meta}
         hint = " or --resume to continue it" if self.has_checkpoint() else ""
         if check_output_folder(self.path, force, hint):  # forced: clear what a run owns
-            for name in (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE):
+            for name in (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, OOD_FILE):
                 (self.path / name).unlink(missing_ok=True)
         if dist.is_main():
             self.path.mkdir(parents=True, exist_ok=True)
@@ -368,10 +370,11 @@ class RunDir:
                           + "\n")
 
     def finish(self, state: TrainingState, recipe, dataset: Dataset, train: CachedSplit,
-               val: CachedSplit, final: dict[str, float], pretrained: dict[str, str] | None = None
-               ) -> dict[str, Any]:
+               val: CachedSplit, final: dict[str, float], pretrained: dict[str, str] | None = None,
+               ood: OodStats | None = None) -> dict[str, Any]:
         """Write the model file and the rest of the folder; returns the metrics (on every rank).
-        ``pretrained``: what the weights started from (name or file, sha256, licence)."""
+        ``pretrained``: what the weights started from (name or file, sha256, licence); ``ood``:
+        the out-of-distribution statistics, written before the config that records their hash."""
         metrics = {"best_epoch": state.best_epoch + 1, "epochs_run": state.epoch, **final,
                    "train_images": len(train), "val_images": len(val),
                    "skipped_images": len(train.skipped) + len(val.skipped)}
@@ -385,7 +388,12 @@ class RunDir:
             recipe=recipe.to_dict(), metrics=metrics, data=dataset.fingerprint(),
             pretrained=dict(pretrained or {}),
         )
+        if ood is not None:
+            config.ood = save_ood(self.path, ood)
+        else:
+            (self.path / OOD_FILE).unlink(missing_ok=True)
         save_model(self.path, model, config)
+        write_card(self.path, config, np.bincount(val.labels, minlength=dataset.num_classes).tolist())
         atomic_write_text(self.path / RECIPE_FILE, recipe.to_yaml())
         atomic_write_text(self.path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         with atomic_path(self.path / TRAIN_HASHES_FILE) as tmp, open(tmp, "wb") as f:

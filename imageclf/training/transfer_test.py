@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 import imageclf
 from imageclf.cli.testing import exit_code
 from imageclf.data import synthetic
+from imageclf.modelfile.ood import OUTSIDE
 from imageclf.models import create_model
 from imageclf.models.weights import get_weights_source, resolve_weights
 from imageclf.recipes import get_recipe
@@ -43,7 +44,8 @@ def test_fine_tune_from_real_weights_records_where_they_came_from(photos, tmp_pa
                                     "architecture": "tf_efficientnet_lite0", "licence": source.licence}
     assert config["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and config["preprocessing"]["resize"] == "crop"
     preds = model.predict(str(photos))
-    assert len(preds) == 24 and set(preds.labels) <= {"cat", "dog"}
+    # A model of 21 training images refuses a few borderline ones as out of distribution.
+    assert len(preds) == 24 and set(preds.labels) <= {"cat", "dog", OUTSIDE}
     with open(tmp_path / "run" / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2

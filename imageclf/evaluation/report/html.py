@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -10,6 +11,7 @@ import yaml
 from imageclf.evaluation.report import plots
 from imageclf.evaluation.report.page import document, esc, fmt, image, key_values, table
 from imageclf.evaluation.report.stats import predictive_values
+from imageclf.modelfile.card import CARD_FILE
 
 POSITIVE_NOTE = ("Sensitivity = recall of {pos}; specificity = recall of {neg}; PPV = precision of "
                  "{pos}; NPV = precision of {neg}. The image is called {pos} when p({pos}) &ge; the "
@@ -23,8 +25,18 @@ def _summary(result, fig: dict) -> str:
         op = fig["operating_point"]
         kpis += [("sensitivity", fmt(op["sensitivity"])), ("specificity", fmt(op["specificity"])),
                  ("threshold", fmt(op["threshold"], 3))]
+    ood = m.get("ood")
+    if ood:
+        kpis += [("answered (within the OOD threshold)", fmt(ood["share_answered"]))]
     body = "".join(f'<span class="kpi"><b>{v}</b>{esc(k)}</span>' for k, v in kpis)
     warnings = []
+    if ood and ood["outside"]:
+        warnings.append(f"{ood['outside']} of {m['n']} images score past the out-of-distribution threshold "
+                        f"{ood['threshold']:.4g}: at prediction they are answered 'outside what this model "
+                        "was trained on' (the figures here still count them).")
+    elif not ood:
+        warnings.append("This model has no out-of-distribution statistics (a model folder from before "
+                        "they were recorded): it answers every input with a class.")
     if result.overlap:
         warnings.append(f"{result.overlap} of {m['n']} evaluated images are pixel-identical to training "
                         "images of this model: these figures are not an honest test.")
@@ -72,6 +84,16 @@ def _config(fig: dict) -> str:
         out += ("<details><summary>Training metrics (validation, at the end of training)</summary><pre>"
                 + esc(json.dumps(run["metrics"], indent=2)) + "</pre></details>")
     return out
+
+
+def _card(result) -> str:
+    """The model folder's card (README.md), as its Markdown text."""
+    path = Path(result.run or "-") / CARD_FILE
+    if not path.is_file():
+        return '<p class="note">The model folder has no model card (README.md).</p>'
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return (f'<p class="note">{esc(str(path))}: intended use, training data, thresholds and known limits.</p>'
+            f"<details open><summary>README.md</summary><pre>{esc(text)}</pre></details>")
 
 
 def _history(fig: dict) -> str:
@@ -224,6 +246,7 @@ def evaluation_html(result, fig: dict) -> str:
     binary = len(classes) == 2
     sections = [("summary", "Summary", _summary(result, fig)),
                 ("config", "Run configuration and data", _config(fig)),
+                ("model-card", "Model card", _card(result)),
                 ("history", "Training curves", _history(fig)),
                 ("classification-report", "Classification report", _classification_report(result)),
                 ("confusion-matrix", "Confusion matrix",

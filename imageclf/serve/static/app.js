@@ -3,8 +3,31 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "imageclf-token";
 let limits = null;
 let objectUrls = [];
+// Asked for once (when the server answers 401) and kept for this tab only.
+let token = sessionStorage.getItem(TOKEN_KEY);
+
+// fetch() with the access token, if one was given; a 401 asks for it (again) and gives null.
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token) headers["Authorization"] = "Bearer " + token;
+  const r = await fetch(path, Object.assign({}, options, { headers }));
+  if (r.status === 401) {
+    token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    askForToken();
+    return null;
+  }
+  return r;
+}
+
+function askForToken() {
+  $("token-form").hidden = false;
+  $("model-line").textContent = "This server needs an access token.";
+  $("token-input").focus();
+}
 
 function formatMB(bytes) {
   return (bytes / 1048576).toFixed(1) + " MB";
@@ -50,15 +73,19 @@ async function errorText(response) {
 
 async function loadModel() {
   try {
-    const r = await fetch("/model");
+    const r = await api("/model");
+    if (!r) return;
     if (!r.ok) throw new Error(await errorText(r));
     const m = await r.json();
     limits = m.limits;
+    $("card-link").hidden = !m.card;
     const metric = m.metrics && (m.metrics.val_accuracy ?? m.metrics.accuracy);
     let line = m.name + " \u00b7 " + m.classes.join(" / ") + " \u00b7 input " +
       m.input.height + "\u00d7" + m.input.width + (m.input.channels === 1 ? " gray" : " RGB") +
       " \u00b7 " + m.backend + " \u00b7 version " + m.version;
     if (typeof metric === "number") line += " \u00b7 validation accuracy " + percent(metric);
+    line += m.ood ? " \u00b7 refuses unfamiliar images" : " \u00b7 no out-of-distribution check";
+    if (m.ood && m.ood.mode === "flag") line = line.replace("refuses", "flags");
     $("model-line").textContent = line;
     $("limits").textContent = "PNG, JPEG or DICOM \u00b7 up to " + formatMB(limits.max_upload_bytes) +
       " and " + (limits.max_pixels / 1e6).toFixed(0) + " megapixels";
@@ -95,7 +122,11 @@ async function explain(file) {
   form.append("file", file, file.name);
   const note = $("heatmap-note");
   try {
-    const r = await fetch("/explain", { method: "POST", body: form });
+    const r = await api("/explain", { method: "POST", body: form });
+    if (!r) {
+      note.textContent = "No heatmap: the access token was refused.";
+      return;
+    }
     if (!r.ok) {
       note.textContent = "No heatmap: " + (await errorText(r));
       return;
@@ -132,9 +163,13 @@ async function classify(file) {
   form.append("files", file, file.name);
   let r;
   try {
-    r = await fetch("/predict", { method: "POST", body: form });
+    r = await api("/predict", { method: "POST", body: form });
   } catch (e) {
     showMessage("The server could not be reached.");
+    return;
+  }
+  if (!r) {
+    showMessage("The server needs an access token: enter it above, then choose the image again.");
     return;
   }
   if (!r.ok) {
@@ -144,9 +179,7 @@ async function classify(file) {
   const body = await r.json();
   const pred = body.predictions[0];
   $("message").hidden = true;
-  $("result-class").textContent = pred["class"];
-  $("result-prob").textContent = percent(pred.probability);
-  renderBars(pred.probabilities, pred["class"]);
+  showVerdict(pred, body.ood);
   const rule = body.classes.length === 2
     ? body.classes[1] + " when its probability \u2265 " + body.threshold
     : "the most probable class";
@@ -157,7 +190,43 @@ async function classify(file) {
   await explain(file);
 }
 
+// The class and its probability; or, for an image unlike the training images, the refusal
+// (no class) or the flag (a class, with a warning), saying the score and the threshold.
+function showVerdict(pred, ood) {
+  const result = $("result");
+  const note = $("ood-note");
+  result.classList.toggle("refused", pred.refused);
+  result.classList.toggle("flagged", pred.outside && !pred.refused);
+  note.hidden = !pred.outside;
+  $("result-label").textContent = pred.refused ? "Answer" : "Predicted class";
+  if (pred.refused) {
+    $("result-class").textContent = "Outside what this model was trained on";
+    $("result-prob").textContent = "\u2014";
+    note.textContent = "This image is unlike the images the model learned from (out-of-distribution score " +
+      pred.ood_score.toPrecision(4) + ", threshold " + ood.threshold.toPrecision(4) + "), so it gives no " +
+      "class. The probabilities below are only what the network computed, not an answer.";
+  } else {
+    $("result-class").textContent = pred["class"];
+    $("result-prob").textContent = percent(pred.probability);
+    if (pred.outside) {
+      note.textContent = "Flagged: this image is unlike the images the model learned from " +
+        "(out-of-distribution score " + pred.ood_score.toPrecision(4) + ", threshold " +
+        ood.threshold.toPrecision(4) + "); do not trust the class.";
+    }
+  }
+  renderBars(pred.probabilities, pred.refused ? null : pred["class"]);
+}
+
 function setup() {
+  $("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    token = $("token-input").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    loadModel();
+  });
   const drop = $("drop");
   const input = $("file-input");
   input.addEventListener("change", () => classify(input.files[0]));

@@ -1,0 +1,171 @@
+"""Fitting a model's out-of-distribution statistics (:mod:`imageclf.modelfile.ood`) on its data.
+
+At the end of training (:meth:`imageclf.training.run.RunDir.finish`) the trained network's
+features of the cached training images give the distances' statistics, and the validation
+images their scales and the threshold that keeps ``keep`` (99 %) of them; ``imageclf ood RUN
+DATA`` does the same for a model folder written before OOD scores existed, or with another
+share. The threshold is set on scores from the same path prediction runs
+(:func:`~imageclf.inference.forward.predict_scored`), so what validation kept, prediction keeps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from imageclf.core.errors import ConfigError, DataError
+from imageclf.core.progress import QUIET, Reporter
+from imageclf.data.cache import CachedSplit, cache_split
+from imageclf.data.images import Preprocessing
+from imageclf.data.sources import Dataset, carve_of, training_splits
+from imageclf.data.transforms import batch_input
+from imageclf.evaluation.evaluate import open_for_model
+from imageclf.inference.forward import predict_scored
+from imageclf.inference.predictors import TorchPredictor
+from imageclf.modelfile.artifact import update_config
+from imageclf.modelfile.card import CARD_FILE, write_card
+from imageclf.modelfile.ood import (
+    DEFAULT_KEEP,
+    DEFAULT_METHOD,
+    PIXEL_METHOD,
+    SCALE_QUANTILE,
+    OodPart,
+    OodStats,
+    ScoredNet,
+    feature_heads,
+    fit_scorer,
+    parse_method,
+    pixel_stats,
+    save_ood,
+    threshold_for,
+)
+from imageclf.recipes.schema import Recipe
+
+# Training images the statistics are fitted on, at most (a random subset beyond): a covariance
+# of a few hundred features is settled long before, and the pass stays a fraction of an epoch.
+MAX_FIT_IMAGES = 20_000
+
+
+@torch.inference_mode()
+def head_inputs(
+    network: nn.Module, images, pre: Preprocessing, device: torch.device, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, D) the network's head sees, pixel_stats (N, 3C)) of uint8 (N, H, W, C) images."""
+    heads = feature_heads(network)
+    if len(heads) != 1:
+        raise ConfigError("OOD statistics are fitted per network; an ensemble combines its members'")
+    captured: list[torch.Tensor] = []
+    handle = heads[0].register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
+    network.eval()
+    feats, pixels = [], []
+    try:
+        for start in range(0, len(images), batch_size):
+            x = batch_input(images[start : start + batch_size], pre, device)
+            captured.clear()
+            network(x)
+            feats.append(captured[-1].float().flatten(1).cpu())
+            pixels.append(pixel_stats(x).cpu())
+    finally:
+        handle.remove()
+    return torch.cat(feats).numpy(), torch.cat(pixels).numpy()
+
+
+def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_images, pre: Preprocessing,
+            device: torch.device, *, keep: float = DEFAULT_KEEP, method: str = DEFAULT_METHOD,
+            flat: bool = True, batch_size: int = 64, seed: int = 0) -> OodStats:
+    """Statistics from the training images, scales and threshold from the validation images.
+
+    ``method``: the features' distances (``mahalanobis``, ``knn``, or both: ``mahalanobis+knn``);
+    ``flat``: also the flatness ratio of the pixels' spread. Each part is divided by its
+    SCALE_QUANTILE on the validation images; the score is the largest.
+    """
+    methods = parse_method(method)
+    if len(val_images) == 0:
+        raise ConfigError("no validation images to set the OOD threshold on")
+    index = np.arange(len(train_images))
+    if len(index) > MAX_FIT_IMAGES:
+        index = np.sort(np.random.default_rng(seed).choice(len(index), MAX_FIT_IMAGES, replace=False))
+    subset = train_images[index] if len(index) < len(train_images) else train_images
+    train_f, train_p = head_inputs(network, subset, pre, device, batch_size)
+    val_f, val_p = head_inputs(network, val_images, pre, device, batch_size)
+    labels = np.asarray(train_labels)[index]
+    fits = [("features", m, train_f, val_f) for m in methods]
+    if flat:
+        fits.append(("pixels", PIXEL_METHOD, train_p, val_p))
+    parts = []
+    for source, name, train_x, val_x in fits:
+        scorer = fit_scorer(name, train_x, labels, seed)
+        with torch.no_grad():
+            val_s = scorer(torch.from_numpy(val_x)).numpy()
+        parts.append(OodPart(source, scorer, max(float(np.quantile(val_s, SCALE_QUANTILE)), 1e-12)))
+    stats = OodStats("+".join(methods), [parts], threshold=float("inf"), keep=keep)
+    scored = ScoredNet(network, stats).to(device)
+    _, val_scores = predict_scored(scored, val_images, pre, device=device, batch_size=batch_size)
+    stats.threshold = threshold_for(val_scores, keep)
+    kept = float(np.mean(val_scores <= stats.threshold))
+    stats.info = {"val_images": int(len(val_images)), "val_kept": kept, "train_images": int(len(index)),
+                  "feature_dim": int(train_f.shape[1])}
+    return stats
+
+
+def fit_for_run(network: nn.Module, train: CachedSplit, val: CachedSplit, recipe: Recipe,
+                device: torch.device, keep: float, reporter: Reporter = QUIET) -> OodStats | None:
+    """A training run's statistics at its end (training's own decoded splits), or None with a
+    warning when they cannot be fitted (a diverged run's NaN features): the model is saved anyway."""
+    try:
+        stats = fit_ood(network, train.images, train.labels, val.images, recipe.preprocessing(), device,
+                        keep=keep, seed=recipe.seed)
+    except (ConfigError, RuntimeError, ValueError) as exc:  # torch.linalg's errors are RuntimeErrors
+        reporter.warn(f"no out-of-distribution score for this model: {exc}")
+        return None
+    reporter.print(f"out-of-distribution threshold {stats.threshold:.4g}: keeps {stats.info['val_kept']:.1%} "
+                   f"of {len(val)} validation images")
+    return stats
+
+
+def refit_ood(
+    run_dir: str | Path,
+    data: str | Path | Dataset,
+    *,
+    keep: float = DEFAULT_KEEP,
+    method: str = DEFAULT_METHOD,
+    workers: int | None = None,
+    reporter: Reporter = QUIET,
+) -> OodStats:
+    """Fit (or fit again) a model folder's OOD statistics on the data it trained on: for a folder
+    written before they existed, or with another ``keep`` share. The training and validation
+    images are the split training made (a carved validation split is carved again the same way);
+    config.json records the new statistics, and the model card, if there is one, is written again."""
+    model = TorchPredictor.load(run_dir, device="cpu")
+    ds = open_for_model(model, data)
+    unknown = sorted(set(ds.classes) - set(model.classes))
+    if unknown:
+        raise DataError(f"{ds.source}: classes {unknown} are not among the model's {model.classes}")
+    remap = np.array([model.classes.index(c) for c in ds.classes])
+    train_split, val_split = training_splits(ds, *carve_of(model.config.recipe))
+    cached = []
+    for split in (train_split, val_split):
+        with reporter.task(f"decoding {split.name}", total=len(split)) as bar:
+            cached.append(
+                cache_split(
+                    split, model.preprocessing, storage="memory", workers=workers, progress=bar.advance
+                )
+            )
+    train, val = cached
+    stats = fit_ood(
+        model.model,
+        train.images,
+        remap[train.labels],
+        val.images,
+        model.preprocessing,
+        model.device,
+        keep=keep,
+        method=method,
+    )
+    config = update_config(run_dir, ood=save_ood(run_dir, stats))
+    if (Path(run_dir) / CARD_FILE).is_file():
+        write_card(run_dir, config)
+    return stats

@@ -1,0 +1,436 @@
+"""Out-of-distribution (OOD) scores: how far an input's features lie from the training images'.
+
+A classifier answers every input with one of its classes, a photo of a cat given to an X-ray
+model included. The network's penultimate features (what its last ``nn.Linear`` sees) of the
+training images are summarised once, at the end of training, and every later input is scored
+by its distance from them; past a threshold chosen on the validation split (so that a stated
+share, 99 % by default, of in-distribution validation images stays below it) the input is
+"outside what this model was trained on".
+
+The score is the largest of three distances, each divided by its 99th percentile on the
+validation images (the default ``mahalanobis+knn``, chosen by measurement: BENCHMARKS.md "Out
+of distribution"); all are plain tensor arithmetic, so the ONNX export carries them as a graph:
+
+- ``mahalanobis``: the squared Mahalanobis distance of the features to the nearest class mean
+  under one shared covariance, shrunk towards its diagonal by D / (D + N) so that a few
+  thousand images estimate it stably; stored as a whitening matrix and the whitened class
+  means, so a score is one matrix product. Best on a small network trained from scratch;
+- ``knn``: one minus the cosine similarity to the k-th nearest of a subsample of the
+  L2-normalised training features. Best on ImageNet features (a linear probe, fine-tuning);
+- ``flat``: the pixel spread that 99 % of the training images exceed, over the input's own,
+  since features can place a blank image among the training images.
+
+Each part alone missed some kind of far-off input on one of the two models measured; an input
+is in distribution only when no part finds it far.
+
+The statistics are ``RUN/ood.safetensors``; ``config.json``'s ``ood`` field holds the method,
+the threshold, the share kept, the parts' scales and the file's SHA-256 (checked on load, like
+the weights'). An ensemble scores each member with its own statistics, divides by the member's
+threshold and averages: its threshold is 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from imageclf.core.errors import ConfigError, ModelFileError
+from imageclf.core.io import atomic_save_safetensors, file_sha256
+
+OOD_FILE = "ood.safetensors"
+OOD_METHODS = ("mahalanobis", "knn")  # for the features
+PIXEL_METHOD = "flat"  # for pixel_stats: how much flatter than the training images an input is
+FLAT_QUANTILE = 0.01  # the training images' spread that "flat" measures against
+# The features' distances, "+"-joined: each one a part of the score (the largest counts).
+DEFAULT_METHOD = "mahalanobis+knn"
+DEFAULT_KEEP = 0.99
+OOD_MODES = ("refuse", "flag")
+# What an input past the threshold is answered instead of a class (refuse mode).
+OUTSIDE = "outside what this model was trained on"
+KNN_BANK = 4096  # training features kept for knn: enough for a stable k-th distance, a few MB
+KNN_K = 5
+MAX_FEATURE_DIM = 8192  # a crafted file asking for more is refused before anything is allocated
+# Features wider than this (a dense head on flattened conv maps: mnist-basic's 18,432) are averaged
+# in runs of consecutive values (neighbouring positions of one channel) down to it: a covariance of
+# 18,432 features would be 1.4 GB and take minutes; of 2,048, 17 MB and a second.
+FEATURE_CAP = 2048
+
+
+def parse_method(method: str) -> list[str]:
+    """``mahalanobis+knn`` -> [mahalanobis, knn]; an unknown name is refused."""
+    names = [m.strip() for m in str(method).split("+")]
+    if not names or any(m not in OOD_METHODS for m in names) or len(set(names)) != len(names):
+        raise ConfigError(f"OOD method {method!r}: give {' or '.join(OOD_METHODS)}, or both joined by '+'")
+    return names
+
+
+def head_layer(network: nn.Module) -> nn.Linear:
+    """The network's last ``nn.Linear`` (in registration order): the classifier head."""
+    linears = [m for m in network.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError(f"{type(network).__name__} has no linear head to take features from")
+    return linears[-1]
+
+
+def feature_heads(network: nn.Module) -> list[nn.Linear]:
+    """The heads whose inputs are scored: each member's for an ensemble, else the one head."""
+    members = getattr(network, "members", None)
+    if isinstance(members, nn.ModuleList):
+        return [head_layer(m) for m in members]
+    return [head_layer(network)]
+
+
+class OodScorer(nn.Module):
+    """Features (N, D) -> distance from the training features (N,); larger is further out."""
+
+    def __init__(self, method: str, tensors: dict[str, torch.Tensor], k: int = KNN_K, pool: int = 1) -> None:
+        super().__init__()
+        self.pool = int(pool)  # features averaged in runs of this many first (pool_features)
+        if method not in (*OOD_METHODS, PIXEL_METHOD):
+            raise ConfigError(f"unknown OOD method {method!r}; known: {', '.join(OOD_METHODS)}")
+        self.method, self.k = method, int(k)
+        needed = {"mahalanobis": ("whiten", "means"), "knn": ("bank",), PIXEL_METHOD: ("floor",)}[method]
+        missing = [n for n in needed if n not in tensors]
+        if missing:
+            raise ModelFileError(f"OOD statistics for {method} lack {missing}")
+        for name in needed:
+            self.register_buffer(name, tensors[name].float().contiguous())
+
+    @property
+    def feature_dim(self) -> int:
+        """Values per input the statistics hold (after pooling)."""
+        if self.method == PIXEL_METHOD:
+            return int(self.floor.shape[1])
+        return int(self.whiten.shape[0] if self.method == "mahalanobis" else self.bank.shape[1])
+
+    def fits(self, width: int) -> bool:
+        """Whether inputs of ``width`` values give what the statistics hold."""
+        return -(-width // self.pool) == self.feature_dim
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        # The knn bank is stored in half precision (a cosine similarity needs no more): half the file.
+        return {k: (v.half() if k == "bank" else v).detach().cpu().contiguous()
+                for k, v in self.named_buffers()}
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        feats = feats.float()
+        if self.method == PIXEL_METHOD:  # the training floor of the spread over this input's
+            return self.floor.sum(1) / (feats.sum(1) + 1e-6)
+        feats = pool_features(feats, self.pool)
+        if self.method == "mahalanobis":
+            z = feats @ self.whiten  # (N, D): whitened, so Euclidean distance is Mahalanobis
+            d = (z.unsqueeze(1) - self.means.unsqueeze(0)).pow(2).sum(-1)  # (N, classes)
+            return d.min(1).values
+        unit = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sim = unit @ self.bank.t()
+        k = min(self.k, self.bank.shape[0])
+        return 1.0 - sim.topk(k, dim=1).values[:, -1]
+
+
+def pool_features(x: torch.Tensor, pool: int) -> torch.Tensor:
+    """(N, D) -> (N, ceil(D / pool)): means of runs of ``pool`` consecutive values (zero-padded)."""
+    if pool <= 1:
+        return x
+    pad = (-x.shape[1]) % pool
+    if pad:
+        x = torch.nn.functional.pad(x, (0, pad))
+    return x.reshape(x.shape[0], -1, pool).mean(-1)
+
+
+def fit_scorer(method: str, feats: np.ndarray, labels: np.ndarray, seed: int = 0) -> OodScorer:
+    """The scorer's statistics from training features (N, D) and their labels."""
+    x = torch.from_numpy(np.asarray(feats, np.float64))
+    if len(x) < 2:
+        raise ConfigError("OOD statistics need at least two training images")
+    if method == PIXEL_METHOD:  # per channel, the spread that all but FLAT_QUANTILE of them exceed
+        return OodScorer(
+            PIXEL_METHOD, {"floor": torch.quantile(x, FLAT_QUANTILE, dim=0, keepdim=True).float()}
+        )
+    pool = -(-x.shape[1] // FEATURE_CAP)
+    x = pool_features(x, pool)
+    if method == "knn":
+        unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.choice(len(unit), min(KNN_BANK, len(unit)), replace=False))
+        return OodScorer("knn", {"bank": unit[keep].float()}, pool=pool)
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    means = torch.stack([x[torch.from_numpy(labels == c)].mean(0) for c in classes])
+    centred = x - means[torch.from_numpy(np.searchsorted(classes, labels))]
+    cov = centred.t() @ centred / len(x)
+    diag = torch.diag(torch.diag(cov))
+    # Pulled towards its diagonal as far as features outnumber images (D / (D + N)): 5 % for
+    # 4,700 X-rays of 256 features, 40 % for 1,800 photos of 1,280; a bare sample covariance of
+    # more features than images is singular.
+    shrink = min(0.9, max(0.05, len(cov) / (len(cov) + len(x))))
+    cov = (1 - shrink) * cov + shrink * diag
+    cov += torch.eye(len(cov), dtype=cov.dtype) * (1e-6 * float(torch.diag(cov).mean()) + 1e-12)
+    # P = inv(cov) = W W^T with W = inv(L)^T for cov = L L^T: (f - m)^T P (f - m) = |(f - m) W|^2.
+    chol = torch.linalg.cholesky(cov)
+    whiten = torch.linalg.solve_triangular(chol, torch.eye(len(cov), dtype=cov.dtype), upper=False).t()
+    return OodScorer("mahalanobis", {"whiten": whiten.float(), "means": (means @ whiten).float()}, pool=pool)
+
+
+def threshold_for(scores: np.ndarray, keep: float) -> float:
+    """The score at or under which a share ``keep`` of ``scores`` lies (the validation images')."""
+    if not 0.0 < keep <= 1.0:
+        raise ConfigError(f"the OOD keep share must be in (0, 1], got {keep}")
+    scores = np.sort(np.asarray(scores, np.float64))
+    if not len(scores):
+        raise ConfigError("no validation images to set the OOD threshold on")
+    index = min(len(scores) - 1, max(0, int(np.ceil(keep * len(scores))) - 1))
+    return float(scores[index])
+
+
+def pixel_stats(x: torch.Tensor) -> torch.Tensor:
+    """The spread of (N, C, H, W) model inputs: each channel's pixel standard deviation, (N, C).
+
+    A network's features can place a flat gray image, which has no spread at all, among its
+    training images (BENCHMARKS.md "Out of distribution"); this number cannot. The ``flat``
+    scorer compares it with the training images' own: one-sided, since only an image flatter
+    than (nearly) any of them is suspect, and a spread that resizing or noise shifts a little
+    should not refuse a scan. (A Mahalanobis distance of texture statistics measured about as
+    well on far-off inputs, but refused the same images resized from another resolution.)
+    """
+    x = x.float()
+    centred = x - x.mean((2, 3), keepdim=True)
+    return centred.pow(2).mean((2, 3)).clamp_min(0).sqrt()
+
+
+SOURCES = ("features", "pixels")  # what a part scores: the head's input, or pixel_stats of the input
+SCALE_QUANTILE = 0.99  # each part's score is divided by this quantile of its validation scores
+
+
+@dataclass
+class OodPart:
+    """One distance: of ``source`` (features or pixel statistics), divided by ``scale``."""
+
+    source: str
+    scorer: OodScorer
+    scale: float = 1.0
+
+
+@dataclass
+class OodStats:
+    """A model's OOD scorers and the threshold on their score.
+
+    Each member (one, or one per ensemble network) scores an input by the largest of its
+    parts' scaled distances, divided by the member's own threshold (1 for a single model);
+    the score is the mean over members. Past ``threshold`` it is out of distribution.
+    """
+
+    method: str  # the feature scorer's (mahalanobis, knn), or ensemble
+    members: list[list[OodPart]]
+    threshold: float
+    keep: float = DEFAULT_KEEP
+    member_thresholds: list[float] = field(default_factory=lambda: [1.0])
+    info: dict[str, Any] = field(default_factory=dict)  # val_images, val_kept, train_images, ...
+
+    def config_field(self, sha256: str) -> dict[str, Any]:
+        """What config.json's ``ood`` holds (the tensors are in OOD_FILE, whose hash is ``sha256``)."""
+        members = [
+            {
+                "threshold": float(t),
+                "parts": [
+                    {"source": p.source, "method": p.scorer.method, "k": p.scorer.k, "pool": p.scorer.pool,
+                     "scale": float(p.scale)}
+                    for p in parts
+                ],
+            }
+            for parts, t in zip(self.members, self.member_thresholds)
+        ]
+        return {
+            "method": self.method,
+            "threshold": float(self.threshold),
+            "keep": float(self.keep),
+            "members": members,
+            "file": OOD_FILE,
+            "sha256": sha256,
+            **self.info,
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{i}.{j}.{name}": t
+            for i, parts in enumerate(self.members)
+            for j, p in enumerate(parts)
+            for name, t in p.scorer.tensors().items()
+        }
+
+    def score(self, feats: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The score of inputs ``x`` whose members' head inputs are ``feats``."""
+        pixels = pixel_stats(x) if any(p.source == "pixels" for m in self.members for p in m) else None
+        total = None
+        for parts, f, t in zip(self.members, feats, self.member_thresholds):
+            best = None
+            for p in parts:
+                s = p.scorer(f.flatten(1) if p.source == "features" else pixels) / p.scale
+                best = s if best is None else torch.maximum(best, s)
+            total = best / t if total is None else total + best / t
+        return total / len(self.members)
+
+
+def save_ood(run_dir: str | Path, stats: OodStats) -> dict[str, Any]:
+    """Write OOD_FILE atomically; returns the config.json ``ood`` field that records it."""
+    path = Path(run_dir) / OOD_FILE
+    atomic_save_safetensors(path, stats.tensors(), {"format": "imageclf-ood", "method": stats.method})
+    return stats.config_field(file_sha256(path))
+
+
+def check_ood_field(d: Any, where: str) -> None:
+    """Refuse a config.json ``ood`` field that is not what :meth:`OodStats.config_field` writes."""
+    if not d:
+        return
+    ok = (
+        isinstance(d, dict)
+        and (d.get("method") == "ensemble" or _known_method(d.get("method")))
+        and isinstance(d.get("threshold"), float | int)
+        and not isinstance(d.get("threshold"), bool)
+        and np.isfinite(float(d["threshold"]))
+        and isinstance(d.get("sha256"), str)
+        and isinstance(d.get("members"), list)
+        and d["members"]
+        and d.get("file", OOD_FILE) == OOD_FILE
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("parts"), list)
+            and m["parts"]
+            and all(
+                isinstance(p, dict)
+                and p.get("source") in SOURCES
+                and p.get("method") in (*OOD_METHODS, PIXEL_METHOD)
+                and isinstance(p.get("scale", 1.0), float | int)
+                and float(p.get("scale", 1.0)) > 0
+                and isinstance(p.get("pool", 1), int)
+                and 1 <= p.get("pool", 1) <= MAX_FEATURE_DIM
+                for p in m["parts"]
+            )
+            for m in d["members"]
+        )
+    )
+    if not ok:
+        raise ModelFileError(f"{where}: malformed 'ood' field (method, threshold, members, sha256 expected)")
+
+
+def _known_method(method: Any) -> bool:
+    try:
+        parse_method(method)
+    except ConfigError:
+        return False
+    return True
+
+
+def read_ood(run_dir: str | Path, field_: dict[str, Any]) -> OodStats | None:
+    """The statistics config.json's ``ood`` field records, checked against its hash (None: none)."""
+    if not field_:
+        return None
+    path = Path(run_dir) / OOD_FILE
+    if not path.is_file():
+        raise ModelFileError(f"{run_dir}: config.json records OOD statistics but {OOD_FILE} is missing")
+    if file_sha256(path) != field_["sha256"]:
+        raise ModelFileError(f"{path}: does not match config.json (edited, or from another run)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            if any(len(s) != 2 or max(s) > max(MAX_FEATURE_DIM, KNN_BANK) for s in shapes.values()):
+                raise ModelFileError(f"{path}: tensors of unexpected shapes {sorted(shapes.values())[:3]}")
+            tensors = {k: f.get_tensor(k) for k in shapes}
+    except ModelFileError:
+        raise
+    except Exception as exc:  # safetensors' own error types on a corrupt header
+        raise ModelFileError(f"{path}: not a valid safetensors file ({exc})") from None
+    members, thresholds = [], []
+    for i, m in enumerate(field_["members"]):
+        parts = []
+        for j, p in enumerate(m["parts"]):
+            prefix = f"{i}.{j}."
+            own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            parts.append(
+                OodPart(p["source"], OodScorer(p["method"], own, p.get("k", KNN_K), p.get("pool", 1)),
+                        float(p["scale"]))
+            )
+        members.append(parts)
+        thresholds.append(float(m.get("threshold", 1.0)))
+    info = {
+        k: v
+        for k, v in field_.items()
+        if k not in ("method", "threshold", "keep", "members", "file", "sha256")
+    }
+    return OodStats(
+        field_["method"],
+        members,
+        float(field_["threshold"]),
+        float(field_.get("keep", DEFAULT_KEEP)),
+        thresholds,
+        info,
+    )
+
+
+class ScoredNet(nn.Module):
+    """``network`` that also returns each input's OOD score: ``(logits, score)``.
+
+    The heads' inputs are captured by forward hooks registered for the one call, so the
+    network itself is unchanged (and a traced ONNX graph holds the scoring as operators).
+    """
+
+    def __init__(self, network: nn.Module, stats: OodStats) -> None:
+        super().__init__()
+        self.network = network
+        self.scorers = nn.ModuleList([p.scorer for parts in stats.members for p in parts])  # moved with .to()
+        self.stats = stats
+        self.heads = feature_heads(network)
+        check_fits(stats, self.heads)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: list[torch.Tensor | None] = [None] * len(self.heads)
+
+        def keep(i):
+            return lambda _m, inputs, _out: captured.__setitem__(i, inputs[0])
+
+        handles = [h.register_forward_hook(keep(i)) for i, h in enumerate(self.heads)]
+        try:
+            logits = self.network(x)
+        finally:
+            for h in handles:
+                h.remove()
+        # In float32 whatever the forward pass ran in: a bf16 product would blur the distances.
+        with torch.autocast(x.device.type, enabled=False):
+            return logits, self.stats.score([c.float() for c in captured], x.float())
+
+
+def check_fits(stats: OodStats, heads: list[nn.Linear], channels: int | None = None) -> None:
+    """Refuse statistics that do not fit the network (feature sizes) or its input (channels)."""
+    if len(heads) != len(stats.members):
+        raise ModelFileError(
+            f"OOD statistics for {len(stats.members)} network(s), the model has {len(heads)}"
+        )
+    for head, parts in zip(heads, stats.members):
+        for p in parts:
+            want = head.in_features if p.source == "features" else channels
+            if want is not None and not p.scorer.fits(want):
+                raise ModelFileError(
+                    f"OOD statistics of {p.scorer.feature_dim} {p.source} values, the model gives {want}"
+                )
+
+
+def combine_members(members: list[OodStats | None]) -> OodStats | None:
+    """An ensemble's statistics: each member's, its score divided by its threshold (None if one
+    has none)."""
+    if not members or any(m is None for m in members):
+        return None
+    if any(len(m.members) != 1 for m in members):
+        raise ConfigError("an ensemble member is itself an ensemble; its OOD statistics are not combined")
+    return OodStats(
+        "ensemble",
+        [m.members[0] for m in members],
+        1.0,
+        float(np.mean([m.keep for m in members])),
+        [max(m.threshold * m.member_thresholds[0], 1e-12) for m in members],
+        {"member_methods": [m.method for m in members]},
+    )
