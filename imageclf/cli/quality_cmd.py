@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from imageclf.api import default_recipe
-from imageclf.cli.common import app, parse_names, parse_settings
+from imageclf.cli.common import app, parse_settings
 from imageclf.cli.train_cmd import (
     Cache,
     CacheDir,
@@ -23,11 +23,11 @@ from imageclf.cli.train_cmd import (
     SkipBad,
     TrackingUri,
     Workers,
+    train_options,
 )
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
 from imageclf.modelfile.ensemble import build_ensemble
-from imageclf.training.options import TrainOptions
 from imageclf.training.tune import tune
 
 
@@ -80,11 +80,10 @@ def tune_command(
     Trials are judged on validation data only (TPE sampling, median pruning); the best
     trial's full recipe is written to OUT/best.yaml, to train from with --recipe."""
     overrides = {**parse_settings(set_), **({"epochs": epochs} if epochs else {})}
-    options = TrainOptions(device=device, force=force, skip_bad=skip_bad,
-                           class_names=parse_names(class_names), path_column=path_column,
-                           label_column=label_column, group_by=group_by, exclude=exclude, cache=cache,
-                           cache_dir=cache_dir, workers=workers, quiet=quiet, precision=precision,
-                           log=tuple(log or ()), tracking_uri=tracking_uri, ood_keep=ood_keep)
+    options = train_options(device=device, force=force, skip_bad=skip_bad, class_names=class_names,
+                            path_column=path_column, label_column=label_column, group_by=group_by,
+                            exclude=exclude, cache=cache, cache_dir=cache_dir, workers=workers, quiet=quiet,
+                            precision=precision, log=log, tracking_uri=tracking_uri, ood_keep=ood_keep)
     dataset = options.open_dataset(data)
     for note in dataset.notes:
         Reporter(quiet=quiet).warn(note)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from imageclf.api import default_recipe
-from imageclf.cli.common import app, parse_names, parse_settings, skip_bad_hint
+from imageclf.cli.common import app, parse_settings, skip_bad_hint
 from imageclf.cli.train_cmd import (
     ClassNames,
     Device,
@@ -17,9 +17,9 @@ from imageclf.cli.train_cmd import (
     Precision,
     SkipBad,
     Workers,
+    train_options,
 )
 from imageclf.core.progress import Reporter
-from imageclf.training.options import TrainOptions
 from imageclf.training.review import RANKINGS, review
 
 
@@ -63,10 +63,9 @@ def review_command(
     overrides = {"img_size": img_size, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                  **parse_settings(set_)}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    options = TrainOptions(device=device, force=force, skip_bad=skip_bad,
-                           class_names=parse_names(class_names), path_column=path_column,
-                           label_column=label_column, group_by=group_by,
-                           workers=workers, quiet=quiet, precision=precision)
+    options = train_options(device=device, force=force, skip_bad=skip_bad, class_names=class_names,
+                            path_column=path_column, label_column=label_column, group_by=group_by,
+                            workers=workers, quiet=quiet, precision=precision)
     dataset = options.open_dataset(data)
     for note in dataset.notes:
         Reporter(quiet=quiet).warn(note)

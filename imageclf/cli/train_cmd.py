@@ -51,6 +51,12 @@ Precision = Annotated[str, typer.Option(
          "AVX512-BF16, not bit-exact; many times slower on CPUs without them).")]
 
 
+def train_options(*, class_names: str | None = None, log: list[str] | None = None, **flags) -> TrainOptions:
+    """One TrainOptions from the shared flags' values, as every command that trains reads them:
+    the comma-separated class names split, the --log choices as a tuple, the rest as given."""
+    return TrainOptions(class_names=parse_names(class_names), log=tuple(log or ()), **flags)
+
+
 @app.command("train")
 def train_command(
     data: str = typer.Argument(..., help="Dataset: class folders, split folders, CSV or .npz."),
@@ -107,11 +113,11 @@ def train_command(
                  **parse_settings(set_)}
     overrides["pretrained"] = pretrained
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    options = TrainOptions(device=device, resume=resume, force=force, skip_bad=skip_bad,
-                           class_names=parse_names(class_names), path_column=path_column,
-                           label_column=label_column, group_by=group_by, exclude=exclude, cache=cache,
-                           cache_dir=cache_dir, workers=workers, quiet=quiet, precision=precision,
-                           log=tuple(log or ()), tracking_uri=tracking_uri, ood_keep=ood_keep)
+    options = train_options(device=device, resume=resume, force=force, skip_bad=skip_bad,
+                            class_names=class_names, path_column=path_column, label_column=label_column,
+                            group_by=group_by, exclude=exclude, cache=cache, cache_dir=cache_dir,
+                            workers=workers, quiet=quiet, precision=precision, log=log,
+                            tracking_uri=tracking_uri, ood_keep=ood_keep)
     if folds and nproc and nproc > 1:
         raise ConfigError("--folds and --nproc cannot be combined (run the folds one by one)")
     options = resumed_options(options, out)

@@ -10,13 +10,12 @@ import typer
 
 from imageclf.api import default_recipe, load
 from imageclf.cli.common import app, console, parse_names, parse_settings
-from imageclf.cli.train_cmd import ClassNames, Device, Workers
+from imageclf.cli.train_cmd import ClassNames, Device, Workers, train_options
 from imageclf.core.io import atomic_write_bytes, atomic_write_text, check_output_file
 from imageclf.core.progress import Reporter
 from imageclf.inference.embed import embed_dataset
 from imageclf.models.weights import get_weights_source, list_weights
 from imageclf.training.lr_find import lr_find
-from imageclf.training.options import TrainOptions
 
 
 @app.command("weights")
@@ -85,7 +84,7 @@ def lr_find_command(
 
     Prints the suggested rate (where the loss falls fastest); train with it as --lr.
     """
-    options = TrainOptions(device=device, workers=workers, class_names=parse_names(class_names), quiet=quiet)
+    options = train_options(device=device, workers=workers, class_names=class_names, quiet=quiet)
     recipe = recipe or default_recipe(options.open_dataset(data))[0]
     overrides = {k: v for k, v in {"img_size": img_size, "batch_size": batch_size,
                                    **parse_settings(set_)}.items() if v is not None}
