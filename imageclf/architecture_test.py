@@ -84,9 +84,17 @@ def test_a_cycle_inside_a_layer_is_caught(graph):
     assert list(broken) == ["no import cycles between sibling modules or packages"], broken
 
 
+def _comment_above(lines: list[str], lineno: int) -> str:
+    """The line above the block of import lines that holds line ``lineno`` (1-based)."""
+    i = lineno - 2
+    while i >= 0 and lines[i].strip().startswith(("import ", "from ")):
+        i -= 1
+    return lines[i].strip() if i >= 0 else ""
+
+
 def _function_level_own_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, module) of each import of an imageclf module inside a function, unless the line
-    before it is a comment that documents it as lazy."""
+    """(line, module) of each import of an imageclf module inside a function, unless the comment
+    above it (or above the block of imports it is part of) documents it as lazy."""
     source = path.read_text()
     lines = source.splitlines()
     found = []
@@ -97,7 +105,7 @@ def _function_level_own_imports(path: Path) -> list[tuple[int, str]]:
             modules = ([sub.module or ""] if isinstance(sub, ast.ImportFrom) and sub.level == 0
                        else [a.name for a in sub.names] if isinstance(sub, ast.Import) else [])
             for module in modules:
-                above = lines[sub.lineno - 2].strip()
+                above = _comment_above(lines, sub.lineno)
                 documented = above.startswith("#") and "lazy" in above.lower()
                 if (module == "imageclf" or module.startswith("imageclf.")) and not documented:
                     found.append((sub.lineno, module))
@@ -108,3 +116,23 @@ def test_no_undocumented_function_level_import_of_the_package():
     offenders = {str(p.relative_to(PACKAGE)): hits for p in sorted(PACKAGE.rglob("*.py"))
                  if not _is_test_module(p.stem) and (hits := _function_level_own_imports(p))}
     assert offenders == {}
+
+
+def test_one_lazy_comment_documents_the_block_of_imports_below_it(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "def documented():\n"
+        "    # lazy: torch loads only when the command runs\n"
+        "    from imageclf.api import load\n"
+        "    from imageclf.training.loop import fit\n"
+        "\n"
+        "def undocumented():\n"
+        "    x = 1\n"
+        "    from imageclf.api import load\n"
+        "\n"
+        "def broken_block():\n"
+        "    # lazy: only the first block\n"
+        "    import json\n"
+        "    y = 2\n"
+        "    import imageclf.api\n")
+    assert _function_level_own_imports(module) == [(8, "imageclf.api"), (14, "imageclf.api")]

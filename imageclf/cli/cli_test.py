@@ -1,5 +1,6 @@
 """The command line: help texts, the happy path, and one-line errors with exit code 2."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -236,12 +237,12 @@ def test_every_train_flag_reaches_fit(flag, path, tmp_path, tiny_npz, monkeypatc
     monkeypatch.chdir(tmp_path)
     args, where, attr, want = TRAIN_FLAGS[flag]
     if path == "plain":
-        calls = _record_fit(monkeypatch, sys.modules["imageclf.api"])
+        calls = _record_fit(monkeypatch, importlib.import_module("imageclf.api"))
         loaded = SimpleNamespace(load=lambda path, device: SimpleNamespace(source=str(path)))
-        monkeypatch.setattr(sys.modules["imageclf.api"], "Classifier", loaded)
+        monkeypatch.setattr(importlib.import_module("imageclf.api"), "Classifier", loaded)
         extra = []
     else:
-        calls = _record_fit(monkeypatch, sys.modules["imageclf.training.folds"])
+        calls = _record_fit(monkeypatch, importlib.import_module("imageclf.training.folds"))
         extra = ["--folds", "2"]
         if flag == "--resume":  # fold 1 half-trained: the fold that --resume continues
             (tmp_path / "run" / "fold-1").mkdir(parents=True)
@@ -283,7 +284,7 @@ def test_tune_has_every_train_flag_it_does_not_own():
 @pytest.mark.parametrize("flag", sorted(TUNE_FLAGS))
 def test_every_shared_flag_reaches_fit_through_tune(flag, tmp_path, tiny_npz, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    calls = _record_fit(monkeypatch, sys.modules["imageclf.training.tune"])
+    calls = _record_fit(monkeypatch, importlib.import_module("imageclf.training.tune"))
     args, where, attr, want = TUNE_FLAGS[flag]
     data = _grouped_csv(tmp_path) if flag in CSV_FLAGS else tiny_npz
     argv = ["tune", data, "--recipe", "catsdogs-2conv", "--out", tmp_path / "t", "--trials", "1",

@@ -6,15 +6,11 @@ from pathlib import Path
 
 import typer
 
-from imageclf.api import load
 from imageclf.cli.common import app, parse_names, skip_bad_hint
 from imageclf.cli.train_cmd import LabelColumn, PathColumn
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
-from imageclf.evaluation.report.figures import DEFAULT_BOOTSTRAP
-from imageclf.evaluation.report.subgroups import subgroup_lines
-from imageclf.inference.ood import refit_ood
-from imageclf.modelfile.ood import parse_method
+from imageclf.evaluation.report import DEFAULT_BOOTSTRAP
 
 
 def parse_prevalences(items: list[str] | None) -> dict[str, float]:
@@ -63,6 +59,10 @@ def evaluate_command(
     stored decision threshold. --json and --report hold the same figures (curves, bootstrap
     intervals, calibration, PPV/NPV against prevalence, ...).
     """
+    # lazy: loading a model imports torch, which --help and the listing commands do not need
+    from imageclf.api import load
+    from imageclf.evaluation.report.subgroups import subgroup_lines
+
     marks = parse_prevalences(prevalence)
     model = load(run, device=device)
     reporter = Reporter(quiet=quiet)
@@ -95,6 +95,10 @@ def ood_command(
 ) -> None:
     """Fit RUN's out-of-distribution score on DATA: for a model folder from before imageclf recorded
     it, or to keep another share of the validation images. Training does this itself."""
+    # lazy: loading a model imports torch, which --help and the listing commands do not need
+    from imageclf.inference.ood import refit_ood
+    from imageclf.modelfile.ood import parse_method
+
     parse_method(method)  # a bad name stops here, before any image is decoded
     stats = refit_ood(run, data, keep=keep, method=method, workers=workers, reporter=Reporter(quiet=quiet))
     typer.echo(f"{run}: OOD threshold {stats.threshold:.4g} ({method}) keeps {stats.info['val_kept']:.1%} of "

@@ -6,13 +6,15 @@ import typer
 from rich.table import Table
 
 from imageclf.cli.common import app, console
-from imageclf.models import create_model, list_models, model_entry, num_params
-from imageclf.recipes.schema import get_recipe, list_recipes
 
 
 @app.command("recipes")
 def recipes_command() -> None:
     """List the built-in recipes: name, seed article, model, input and parameter count."""
+    # lazy: the model registry imports torch, which --help does not need
+    from imageclf.models import create_model, num_params
+    from imageclf.recipes.schema import get_recipe, list_recipes
+
     table = Table(show_lines=False)
     for col in ("recipe", "seed", "model", "input", "params", "epochs"):
         table.add_column(col, no_wrap=True)
@@ -29,12 +31,18 @@ def recipes_command() -> None:
 @app.command("recipe")
 def recipe_command(name: str = typer.Argument(..., help="Recipe name or .yaml file.")) -> None:
     """Print a recipe's full settings as YAML (save, edit, train with --recipe FILE)."""
+    # lazy: the recipe registry imports torch, which --help does not need
+    from imageclf.recipes.schema import get_recipe
+
     console.print(get_recipe(name).to_yaml(), end="")
 
 
 @app.command("models")
 def models_command() -> None:
     """List the registered model architectures."""
+    # lazy: the model registry imports torch, which --help does not need
+    from imageclf.models import list_models, model_entry
+
     table = Table("model", "family", "description")
     for name in list_models():
         e = model_entry(name)

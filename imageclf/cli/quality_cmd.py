@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from imageclf.api import default_recipe
 from imageclf.cli.common import app, parse_settings
 from imageclf.cli.train_cmd import (
     Cache,
@@ -27,8 +26,6 @@ from imageclf.cli.train_cmd import (
 )
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
-from imageclf.modelfile.ensemble import build_ensemble
-from imageclf.training.tune import tune
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
@@ -79,6 +76,10 @@ def tune_command(
 
     Trials are judged on validation data only (TPE sampling, median pruning); the best
     trial's full recipe is written to OUT/best.yaml, to train from with --recipe."""
+    # lazy: training imports torch, which --help does not need
+    from imageclf.api import default_recipe
+    from imageclf.training.tune import tune
+
     overrides = {**parse_settings(set_), **({"epochs": epochs} if epochs else {})}
     options = train_options(device=device, force=force, skip_bad=skip_bad, class_names=class_names,
                             path_column=path_column, label_column=label_column, group_by=group_by,
@@ -104,5 +105,7 @@ def ensemble_command(
     """Average several models' probabilities into one model folder.
 
     The result loads, predicts, evaluates, explains, serves and exports like any other."""
+    # lazy: loading a model imports torch, which --help and the listing commands do not need
+    from imageclf.modelfile.ensemble import build_ensemble
 
     typer.echo(build_ensemble(runs, out, force=force, reporter=Reporter()))

@@ -7,17 +7,11 @@ from pathlib import Path
 
 import typer
 
-from imageclf.api import default_recipe, load
 from imageclf.cli.common import app, console, parse_names
 from imageclf.cli.train_cmd import GroupBy, LabelColumn, PathColumn
 from imageclf.core.errors import ConfigError
 from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import Reporter
-from imageclf.data.sources import open_dataset
-from imageclf.evaluation.calibrate import calibrate
-from imageclf.evaluation.explain import explain_files
-from imageclf.evaluation.inspection import inspect
-from imageclf.inference.classifier import expand_inputs
 
 
 @app.command("inspect")
@@ -40,6 +34,11 @@ def inspect_command(
 ) -> None:
     """The layout recognised, class counts, image sizes, modes, unreadable files, duplicates and
     groups across splits of DATA."""
+    # lazy: the recipes and the decoders' checks import torch, which --help does not need
+    from imageclf.api import default_recipe
+    from imageclf.data.sources import open_dataset
+    from imageclf.evaluation.inspection import inspect
+
     names = parse_names(class_names)
     dataset = open_dataset(data, names, path_column=path_column, label_column=label_column, group_by=group_by)
     recipe = recipe or default_recipe(dataset)[0]
@@ -73,6 +72,10 @@ def calibrate_command(
     predict, evaluate and the server then use them. Only validation data may be used:
     a threshold chosen on the test split would make every test figure optimistic.
     """
+    # lazy: loading a model imports torch, which --help and the listing commands do not need
+    from imageclf.api import load
+    from imageclf.evaluation.calibrate import calibrate
+
     result = calibrate(load(run, device=device), data, split=split, target=target, temperature=temperature,
                        save=not dry_run, batch_size=batch_size, class_names=parse_names(class_names),
                        reporter=Reporter(quiet=quiet))
@@ -94,6 +97,10 @@ def explain_command(
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
 ) -> None:
     """Grad-CAM heatmap of the predicted class over each image, as <out>/<name>_gradcam.png."""
+    # lazy: loading a model imports torch, which --help and the listing commands do not need
+    from imageclf.api import load
+    from imageclf.evaluation.explain import explain_files
+    from imageclf.inference.classifier import expand_inputs
 
     model = load(run, device=device)
     rows = explain_files(model, expand_inputs(images), out, layer, feature_maps, max_channels)
@@ -110,6 +117,8 @@ def summary_command(
     json_out: Path = typer.Option(None, "--json", help="Write the layer table as JSON."),
 ) -> None:
     """Layer table (name, type, output shape, parameters) as Keras' model.summary()."""
+    # lazy: loading a model imports torch, which --help and the listing commands do not need
+    from imageclf.api import load
 
     if diagram and diagram.suffix.lower() not in (".png", ".svg"):
         raise ConfigError(f"{diagram}: the diagram can be .png or .svg")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from imageclf.api import default_recipe
 from imageclf.cli.common import app, parse_settings, skip_bad_hint
 from imageclf.cli.train_cmd import (
     ClassNames,
@@ -20,7 +19,7 @@ from imageclf.cli.train_cmd import (
     train_options,
 )
 from imageclf.core.progress import Reporter
-from imageclf.training.review import RANKINGS, review
+from imageclf.evaluation.label_issues import RANKINGS
 
 
 @app.command("review")
@@ -60,6 +59,10 @@ def review_command(
     (true for the flagged issues); OUT/review.html shows the top with thumbnails. Then
     'imageclf train DATA --exclude OUT/review.csv' trains without the excluded images.
     """
+    # lazy: training imports torch, which --help does not need
+    from imageclf.api import default_recipe
+    from imageclf.training.review import review
+
     overrides = {"img_size": img_size, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                  **parse_settings(set_)}
     overrides = {k: v for k, v in overrides.items() if v is not None}

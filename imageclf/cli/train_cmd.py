@@ -7,15 +7,10 @@ from typing import Annotated
 
 import typer
 
-from imageclf.api import default_recipe, train
 from imageclf.cli.common import app, parse_names, parse_settings, skip_bad_hint
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
-from imageclf.recipes import resolve_recipe
-from imageclf.training.distributed import launch
-from imageclf.training.folds import cross_validate
 from imageclf.training.options import TrainOptions
-from imageclf.training.run import default_run_dir, resumed_options
 
 # Flags for TrainOptions fields, declared once for every command that trains; each command
 # builds one TrainOptions from them, which reaches fit through every path (folds, tune, DDP).
@@ -108,6 +103,13 @@ def train_command(
     Every recipe setting can be overridden; the resolved recipe is saved as RUN/recipe.yaml,
     which can be trained from again with --recipe RUN/recipe.yaml.
     """
+    # lazy: training imports torch, which --help does not need
+    from imageclf.api import default_recipe, train
+    from imageclf.recipes import resolve_recipe
+    from imageclf.training.distributed import launch
+    from imageclf.training.folds import cross_validate
+    from imageclf.training.run import default_run_dir, resumed_options
+
     overrides = {"img_size": img_size, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "channels": channels, "seed": seed, "val_fraction": val_fraction,
                  **parse_settings(set_)}

