@@ -35,6 +35,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help=f"workloads to run (default: all but tiny): {', '.join(WORKLOADS)}")
     ap.add_argument("--variants", default="default,bf16,bf16-1thread",
                     help=f"imageclf variants, comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument("--backends", default="torch,onnx,openvino,onnx-int8,openvino-int8,auto",
+                    help="backends to predict on after 'imageclf export RUN --int8' (comma-separated)")
     ap.add_argument("--epochs", type=int, help="override every workload's epochs (both sides)")
     ap.add_argument("--root", type=Path, default=Path("/tmp/imageclf-bench"),
                     help="scratch folder for data, runs and caches (outside the repository)")
@@ -80,8 +82,10 @@ def run_workload(name: str, a: argparse.Namespace, src: Sources, ceilings: dict)
             train = runners.imageclf_train(w, data, out, scratch / "cache", epochs=epochs, extra=extra,
                                            env=env, nproc=a.nproc)
             test = data / "test"
-            pred = runners.predict(out, test) if test.is_dir() else None
-            return {"train": train, "predict": pred, "load_before": load_before, "load_after": machine.load()}
+            result = {"train": train, "predict": None, "load_before": load_before}
+            if test.is_dir():
+                result.update(predict_on_backends(out, test, a.backends.split(",")))
+            return {**result, "load_after": machine.load()}
 
         entry["imageclf"][variant] = _guard(train_and_predict)
     if w.keras and not a.no_keras:
@@ -91,6 +95,21 @@ def run_workload(name: str, a: argparse.Namespace, src: Sources, ceilings: dict)
         else:
             entry["keras"] = {"error": f"no Keras venv at {a.keras_python} (see docs/performance.md)"}
     return entry
+
+
+def predict_on_backends(run: Path, test: Path, backends: list[str]) -> dict:
+    """Export RUN (int8 too), then predict the test folder on each backend in a fresh process.
+    ``predict`` is auto's (the fastest measured equal, what ``--backend auto`` gives a user)
+    when it ran, else torch's; ``predict_backends`` has each."""
+    out: dict = {"export": None, "predict_backends": {}}
+    if any(b != "torch" for b in backends):
+        out["export"] = _guard(lambda: runners.export(run))
+    for b in backends:
+        print(f"    predict on {b}", flush=True)
+        out["predict_backends"][b] = _guard(lambda b=b: runners.predict(run, test, backend=b))
+    ok = {b: r for b, r in out["predict_backends"].items() if "error" not in r}
+    out["predict"] = ok.get("auto") or ok.get("torch")
+    return out
 
 
 def _guard(fn) -> dict:

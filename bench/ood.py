@@ -187,8 +187,8 @@ def _row(score: dict[str, np.ndarray], keep: float, auc) -> dict:
 
 def measure(run: str, data: str, kinds: list[str], n: int, seed: int, compare: bool) -> dict:
     import imageclf
+    from imageclf.core.decision import decide
     from imageclf.evaluation.metrics import binary_roc_auc
-    from imageclf.models.heads import decide
 
     model = imageclf.load(run, device="cpu")
     if model.config.ood is None or not model.config.ood:

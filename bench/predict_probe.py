@@ -1,16 +1,19 @@
 """Time ``imageclf.load(RUN).predict(paths)`` in a fresh process; print one JSON line.
 
-usage: python -m bench.predict_probe RUN FOLDER [--batch-size N]
+usage: python -m bench.predict_probe RUN FOLDER [--backend B] [--batch-size N]
 
 FOLDER holds one subfolder per class (the test split); the probe scores the predictions
 against those folder names. Decoding is included, as it is in Keras' predict on a
-flow_from_directory generator; loading the model is timed apart.
+flow_from_directory generator; loading the model is timed apart. ``--backend`` is
+``imageclf predict``'s (torch, onnx, openvino, onnx-int8, openvino-int8, auto); the JSON line
+says whether torch was imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,13 +22,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("folder")
+    ap.add_argument("--backend", default="torch")
     ap.add_argument("--batch-size", type=int, default=None)
     a = ap.parse_args()
     t0 = time.perf_counter()
-    import imageclf
-    from imageclf.inference.classifier import expand_inputs
+    from imageclf.inference.backends import load_backend
+    from imageclf.inference.predictions import expand_inputs
 
-    model = imageclf.load(a.run, device="cpu")
+    model = load_backend(a.run, a.backend, device="cpu")
     load_s = time.perf_counter() - t0
     paths = expand_inputs([a.folder])
     kw = {"batch_size": a.batch_size} if a.batch_size else {}
@@ -36,7 +40,8 @@ def main() -> None:
     accuracy = sum(t == p for t, p in zip(truth, preds.labels)) / max(1, len(truth))
     print(json.dumps({"images": len(paths), "seconds": round(seconds, 3),
                       "img_per_s": round(len(paths) / seconds, 1), "accuracy": round(accuracy, 4),
-                      "load_s": round(load_s, 2)}))
+                      "load_s": round(load_s, 2), "backend": model.backend,
+                      "torch_imported": "torch" in sys.modules}))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ SECTION_INTRO = """\
 Written by `python -m bench` (see docs/performance.md): each run appends its table below.
 Train img/s is the whole `imageclf train` command (start-up, decoding, caching, every epoch's
 validation, saving) divided into the images trained on; Keras' figure is its `fit` alone
-(keras_seed.py). Predict img/s is `imageclf.load(RUN).predict(paths)` on the test folder in a
-fresh process, decoding included, as Keras' `predict` on its generator. Accuracy is on the
-same test images for both. The ceiling (peers' cpu_ceiling.py) runs twice, as shipped and with
+(keras_seed.py). Predict img/s is `load_backend(RUN, B).predict(paths)` (what `imageclf predict
+--backend B` runs) on the test folder in a fresh process, decoding included, as Keras' `predict`
+on its generator, after `imageclf export RUN --int8`; the variant's row shows `auto`'s (the
+fastest backend that export measured equal), the rows below it each backend's. Accuracy is on
+the same test images for both. The ceiling (peers' cpu_ceiling.py) runs twice, as shipped and with
 the process settings imageclf makes for itself (OMP_WAIT_POLICY=PASSIVE, THP_MEM_ALLOC_ENABLE=1);
 ratios use the higher. Ratios are from the same run; the load average says how busy the shared
 machine was.
@@ -77,6 +79,21 @@ def _x(x) -> str:
     return "–" if x is None else f"{x:.2f}x"
 
 
+def _backend_rows(run: dict, keras_predict: float | None) -> list[str]:
+    """One row per backend the run predicted on (fresh process each; auto names its choice)."""
+    rows = []
+    for backend, p in (run.get("predict_backends") or {}).items():
+        if "error" in p:
+            rows.append(f"| | predict on {backend} | error: {p['error'][:80]} |||||||||")
+            continue
+        chosen = f" → {p.get('backend')}" if backend == "auto" else ""
+        torch_note = "" if p.get("torch_imported", True) else ", no torch"
+        rows.append(f"| | predict on {backend}{chosen}{torch_note} | | | {_f(p.get('img_per_s'))} "
+                    f"| {_f(p.get('accuracy'), 4)} | {_f(p.get('peak_rss_mb'))} | | "
+                    f"| {_x(_ratio(p.get('img_per_s'), keras_predict))} |")
+    return rows
+
+
 def table(record: dict) -> str:
     """The run's markdown block: header lines, one table, the targets."""
     m = record["machine"]
@@ -106,6 +123,7 @@ def table(record: dict) -> str:
                 f"| {_f(p.get('accuracy'), 4)} | {_f(t.get('main_peak_rss_mb'))} / {_f(t['peak_pss_mb'])} "
                 f"| {_x(r['train_vs_keras'])} "
                 f"| {_x(r['train_vs_ceiling'])} | {_x(r['predict_vs_keras'])} |")
+            lines += _backend_rows(run, (e.get("keras") or {}).get("predict_img_per_s"))
             checks += [(name, variant, c) for c in check_targets(e, variant, e.get("targets", {}))]
         k = e.get("keras")
         if k and "error" not in k:

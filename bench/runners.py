@@ -86,13 +86,23 @@ def imageclf_train(w: Workload, data: Path, out: Path, cache_dir: Path, *, epoch
     }
 
 
-def predict(run: Path, folder: Path, python: str = sys.executable, batch_size: int | None = None) -> dict:
-    cmd = [python, "-m", "bench.predict_probe", str(run), str(folder)]
+def predict(run: Path, folder: Path, python: str = sys.executable, batch_size: int | None = None,
+            backend: str = "torch") -> dict:
+    cmd = [python, "-m", "bench.predict_probe", str(run), str(folder), "--backend", backend]
     if batch_size:
         cmd += ["--batch-size", str(batch_size)]
     watched = watch(cmd, cwd=str(REPO))
-    _check(watched, "predict probe")
+    _check(watched, f"predict probe ({backend})")
     return {**_last_json(watched), "peak_rss_mb": round(watched.peak_rss_mb, 1)}
+
+
+def export(run: Path, python: str = sys.executable) -> dict:
+    """``imageclf export RUN --int8``: the ONNX graphs, int8 calibrated on the run's validation
+    images, and every installed backend measured into RUN/backends.json (what auto reads)."""
+    cmd = [python, "-m", "imageclf.cli", "export", str(run), "--int8", "--force", "-q"]
+    watched = watch(cmd, cwd=str(REPO))
+    _check(watched, "imageclf export")
+    return {"command": " ".join(cmd), "wall_s": round(watched.seconds, 2)}
 
 
 def keras(w: Workload, data: Path, src: Sources, keras_python: str, *, epochs: int) -> dict:

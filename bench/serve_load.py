@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -166,6 +167,32 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise SystemExit("server did not become ready")
 
 
+@contextlib.contextmanager
+def served(run: str, backend: str = "torch", options: Sequence[str] = (), root: Path = ROOT,
+           log_name: str = "serve") -> Iterator[tuple[str, subprocess.Popen]]:
+    """``imageclf serve RUN`` as a subprocess on 127.0.0.1 (a free port), ready to answer:
+    yields (base URL, process); stopped on exit. ``root``: the checkout whose imageclf runs
+    (its working directory and PYTHONPATH, e.g. a git worktree of an older commit)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "imageclf.cli", "serve", run, "--host", "127.0.0.1",
+           "--port", str(port), "--backend", backend, "--log-level", "warning", *options]
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{log_name}_{port}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
+    try:
+        wait_ready(url, proc)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="model folder to serve")
@@ -176,20 +203,15 @@ def main() -> None:
     ap.add_argument("--max-queue", type=int, default=64)
     ap.add_argument("--samples", default=str(ROOT / "samples" / "xrays"))
     ap.add_argument("--json", help="write the summary here too")
+    ap.add_argument("--server-root", type=Path, default=ROOT,
+                    help="checkout whose imageclf serves (e.g. a git worktree of the commit before)")
     args = ap.parse_args()
     if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.duration <= MAX_DURATION:
         raise SystemExit(f"--clients must be 1..{MAX_CLIENTS} and --duration 0..{MAX_DURATION} s")
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     max_upload_mb = 20.0
-    cmd = [sys.executable, "-m", "imageclf.cli", "serve", args.run, "--host", "127.0.0.1",
-           "--port", str(port), "--backend", args.backend, "--max-queue", str(args.max_queue),
-           "--max-upload-mb", str(max_upload_mb), "--log-level", "warning"]
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_{port}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        wait_ready(url, proc)
+    options = ["--max-queue", str(args.max_queue), "--max-upload-mb", str(max_upload_mb)]
+    with served(args.run, args.backend, options, args.server_root.resolve(), "serve_load") as (url, proc):
         kinds = payloads(Path(args.samples), max_upload_mb)
         # Warm-up: a few requests of each kind so RSS "before" includes the steady allocations.
         asyncio.run(load(url, proc.pid, 4, 3.0, kinds, 10.0))
@@ -212,13 +234,6 @@ def main() -> None:
             date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             clients=args.clients, backend=args.backend, max_queue=args.max_queue,
         )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     text = json.dumps(summary, indent=2)
     print(text)
     if args.json:

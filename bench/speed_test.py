@@ -14,6 +14,7 @@ def test_quick_tiny_run_writes_the_record_and_the_table(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\n## Quality\n\nkeep me\n")
     rc = main(["--quick", "--only", "tiny", "--variants", "default", "--no-keras", "--no-ceiling",
+               "--backends", "torch,onnx,auto",
                "--root", str(tmp_path / "scratch"), "--results", str(tmp_path / "results"),
                "--benchmarks", str(md)])
     assert rc == 0
@@ -24,6 +25,10 @@ def test_quick_tiny_run_writes_the_record_and_the_table(tmp_path):
     assert 0 < train["decode_done_s"] < train["first_epoch_end_s"] <= train["wall_s"]
     assert train["peak_pss_mb"] > 50 and train["main_peak_rss_mb"] > 50  # torch alone is more
     assert run["predict"]["images"] == 48 and 0 <= run["predict"]["accuracy"] <= 1
+    backends = run["predict_backends"]
+    assert run["predict"] == backends["auto"] and "error" not in run["export"]
+    assert backends["torch"]["torch_imported"] and not backends["onnx"]["torch_imported"]
+    assert backends["onnx"]["accuracy"] == backends["torch"]["accuracy"]
     assert record["machine"]["cpus"] >= 1 and record["machine"]["torch"]
     text = md.read_text()
     assert "## Quality\n\nkeep me\n" in text

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from imageclf.cli.common import app, parse_names, skip_bad_hint
+from imageclf.cli.common import Backend, app, parse_names, skip_bad_hint
 from imageclf.cli.train_cmd import LabelColumn, PathColumn
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
@@ -50,6 +50,7 @@ def evaluate_command(
                                 "with bootstrap intervals; those wholly below the overall figure marked."),
     batch_size: int = typer.Option(128, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
+    backend: Backend = "torch",
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images with a warning."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -57,21 +58,23 @@ def evaluate_command(
 
     Images are scored in file order with no augmentation and no shuffling, at the model's
     stored decision threshold. --json and --report hold the same figures (curves, bootstrap
-    intervals, calibration, PPV/NPV against prevalence, ...).
+    intervals, calibration, PPV/NPV against prevalence, ...). On a --backend other than torch,
+    torch scores the same images too, and a line says how accuracy and ROC-AUC change.
     """
     # lazy: loading a model imports torch, which --help and the listing commands do not need
-    from imageclf.api import load
     from imageclf.evaluation.report.subgroups import subgroup_lines
+    from imageclf.inference.measure import evaluate_backend
 
     marks = parse_prevalences(prevalence)
-    model = load(run, device=device)
     reporter = Reporter(quiet=quiet)
     with skip_bad_hint():
-        result = model.evaluate(data, split=split, batch_size=batch_size, skip_bad=skip_bad,
-                                class_names=parse_names(class_names), keep_images=report is not None,
-                                reporter=reporter, path_column=path_column, label_column=label_column,
-                                groups=groups)
+        result, change = evaluate_backend(
+            run, backend, data, device=device, split=split, batch_size=batch_size, skip_bad=skip_bad,
+            class_names=parse_names(class_names), keep_images=report is not None, reporter=reporter,
+            path_column=path_column, label_column=label_column, groups=groups)
     typer.echo(result.report())
+    if change:
+        typer.echo(change)
     if json_out or report or groups:
         figures = result.figures(n_bootstrap=bootstrap, seed=seed, prevalences=marks)
         if groups:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from imageclf.cli.common import app, skip_bad_hint
+from imageclf.cli.common import Backend, app, skip_bad_hint
 from imageclf.core.progress import Reporter
 from imageclf.inference.backends import load_backend
-from imageclf.inference.classifier import check_ood_mode
+from imageclf.inference.predictions import check_ood_mode
 
 
 @app.command("predict")
@@ -17,10 +17,11 @@ def predict_command(
     run: Path = typer.Argument(..., help="Model folder (or an exported .onnx file with --backend onnx)."),
     paths: list[str] = typer.Argument(..., help="Image files, folders or globs ('scans/*.png')."),
     csv_out: Path = typer.Option(None, "--csv", help="Write path, predicted class and probabilities."),
-    batch_size: int = typer.Option(128, help="Images per forward pass."),
+    batch_size: int = typer.Option(None, help="Images per forward pass (default: chosen for the backend and "
+                                   "input size)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
-    backend: str = typer.Option("torch", help="torch, or onnx (ONNX Runtime on CPU; uses RUN/model.onnx "
-                                "when exported from these weights, else exports in memory)."),
+    backend: Backend = "torch",
+    threads: int = typer.Option(None, help="Threads of the onnx / openvino runtime (default: the cores)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images with a warning."),
     ood: str = typer.Option("refuse", "--ood", help="An image unlike the training images (OOD score past the "
                             "model's threshold): 'refuse' answers 'outside what this model was trained on' "
@@ -29,11 +30,12 @@ def predict_command(
 ) -> None:
     """Predict the class of new images with exactly the preprocessing stored in RUN.
 
-    RUN may also be an .onnx file written by 'imageclf export' (with --backend onnx). The CSV has
-    each image's OOD score and whether it is outside the model's threshold.
+    RUN may also be an .onnx file written by 'imageclf export' (with --backend onnx or openvino).
+    The CSV has each image's OOD score and whether it is outside the model's threshold. On the
+    onnx and openvino backends torch is never imported (while RUN/model.onnx is current).
     """
     check_ood_mode(ood)
-    model = load_backend(run, backend, device=device)
+    model = load_backend(run, backend, device=device, threads=threads)
     reporter = Reporter(quiet=quiet)
     with skip_bad_hint():
         preds = model.predict(paths, batch_size=batch_size, skip_bad=skip_bad, reporter=reporter,

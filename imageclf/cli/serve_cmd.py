@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from imageclf.api import load
-from imageclf.cli.common import app, console
+from imageclf.cli.common import Backend, app, console
 from imageclf.core.errors import ConfigError, ImageclfError
+from imageclf.core.progress import Reporter
 from imageclf.inference.backends import BACKENDS
-from imageclf.modelfile.onnx import export_onnx
+from imageclf.modelfile.onnx_meta import INT8_FILE
 
 
 def _check_backend(backend: str) -> str:
@@ -24,12 +24,13 @@ def serve_command(
     run: Path = typer.Argument(..., help="Model folder (or, with --backend onnx, an exported .onnx file)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    backend: str = typer.Option("torch", help="torch or onnx (ONNX Runtime)."),
+    backend: Backend = "torch",
     max_upload_mb: float = typer.Option(20.0, help="Largest request body, all files together."),
     max_pixels: int = typer.Option(36_000_000, help="Largest image (width x height), read from its header."),
     max_files: int = typer.Option(16, help="Images in one request."),
     max_batch: int = typer.Option(32, help="Images per forward pass (shared by requests arriving together)."),
-    max_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests to join."),
+    max_wait_ms: float = typer.Option(5.0, help="How long a batch waits for requests still uploading or "
+                                      "decoding; a lone request on an idle server runs at once."),
     max_queue: int = typer.Option(64, help="Requests in progress at once; more get 503 + Retry-After."),
     timeout: float = typer.Option(30.0, help="Seconds a request may take, upload included."),
     ood: str = typer.Option("refuse", "--ood", help="An image unlike the training images (past the model's "
@@ -64,14 +65,34 @@ def serve_command(
 @app.command("export")
 def export_command(
     run: Path = typer.Argument(..., help="Model folder."),
-    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (e.g. RUN/model.onnx)."),
+    onnx: Path = typer.Option(None, "--onnx", help="ONNX file to write (default: RUN/model.onnx, which the "
+                              "graph backends pick up while it is current)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write RUN/model.int8.onnx: int8 weights and "
+                              "activations, calibrated on the model's validation images, with its accuracy, "
+                              "ROC-AUC and speed against fp32 (--backend onnx-int8 / openvino-int8)."),
+    calibration: str = typer.Option(None, "--calibration", help="Data whose validation split calibrates and "
+                                    "measures (default: the data RUN's config.json records)."),
+    measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure every installed backend on "
+                                 "the validation images into RUN/backends.json (what --backend auto reads)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing RUN/model.int8.onnx."),
     opset: int = typer.Option(17, help="ONNX opset version."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the written path."),
 ) -> None:
-    """Export RUN to ONNX: dynamic batch axis; classes, threshold and preprocessing in its metadata.
+    """Export RUN to ONNX (dynamic batch axis; classes, threshold and preprocessing in its metadata),
+    optionally quantised to int8, and measure the backends for --backend auto.
 
     The graph takes float32 NCHW input (pixels / 255, then (x - mean) / std when the recipe
-    normalises) and outputs 'probs' (temperature and TTA applied) and 'logits'. RUN/model.onnx
-    is picked up by 'predict --backend onnx' and 'serve --backend onnx'.
+    normalises) and outputs 'probs' (temperature and TTA applied), 'logits' and, with OOD
+    statistics, 'ood'. RUN/model.onnx is picked up by 'predict --backend onnx / openvino' and
+    'serve --backend ...'.
     """
-    path = export_onnx(load(run, device="cpu"), onnx, opset)
-    typer.echo(str(path))
+    # Export needs the PyTorch network and onnx, which predict on a graph backend never imports.
+    # Lazy, documented: so importing this module (predict's neighbour in the CLI) stays torch-free.
+    from imageclf.inference.measure import export_run
+
+    reporter = Reporter(quiet=quiet)
+    out = export_run(run, onnx, int8=int8, calibration=calibration, measure=measure and onnx is None,
+                     force=force, opset=opset, reporter=reporter)
+    typer.echo(str(out["onnx"]))
+    if out["int8"] is not None:
+        typer.echo(str(Path(run) / INT8_FILE))

@@ -46,3 +46,24 @@ def test_serve_rejects_bad_settings_before_loading(trained_run, capsys):
         main(["serve", str(trained_run), "--max-queue", "0"])
     assert exit_info.value.code == 2
     assert "max_queue must be positive" in capsys.readouterr().err
+
+
+def test_export_int8_measures_and_predict_auto_uses_it(trained_run, tiny_folders, tmp_path, capsys):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    capsys.readouterr()
+    main(["export", str(run), "--int8"])
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(run / "model.onnx"), str(run / "model.int8.onnx")]
+    assert "int8 on 64 validation images: accuracy" in err and "--backend auto:" in err
+    chosen = json.loads((run / "backends.json").read_text())["auto"]
+    images = tiny_folders / "test" / "NORMAL"
+    lines = run_cli(["predict", run, images, "-q", "--backend", "auto"], capsys).splitlines()
+    reference = run_cli(["predict", run, images, "-q", "--backend", chosen], capsys).splitlines()
+    assert lines == reference and len(lines) > 5
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(run), "--int8"])
+    assert exit_info.value.code == 2 and "use --force" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imageclf.core.decision import decide
 from imageclf.core.errors import DataError
 from imageclf.core.io import atomic_write_text
 from imageclf.core.progress import QUIET, Reporter
@@ -20,7 +21,6 @@ from imageclf.evaluation.report.figures import compute_figures
 from imageclf.evaluation.report.html import evaluation_html
 from imageclf.evaluation.report.subgroups import Subgroups, read_subgroups
 from imageclf.modelfile.artifact import TRAIN_GROUPS_FILE, TRAIN_HASHES_FILE
-from imageclf.models.heads import decide
 
 
 @dataclass

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from imageclf.core.decision import decide
 from imageclf.core.errors import ConfigError
 from imageclf.core.io import atomic_write_bytes
 from imageclf.data.transforms import batch_input
 from imageclf.evaluation.report.plots import feature_grid
 from imageclf.modelfile.predictor import ImageInput, Predictor, prepare_input
-from imageclf.models.heads import class_score, decide
+from imageclf.models.heads import class_score
 
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 

@@ -1,77 +1,165 @@
-"""Loading a model on a backend: ``load_backend(source, "torch" | "onnx")`` -> a Classifier.
+"""Loading a model on a backend: ``load_backend(source, name)`` -> a Classifier.
 
-``torch`` runs a model folder's network (:class:`~imageclf.inference.predictors.TorchPredictor`);
-``onnx`` runs ONNX Runtime (:class:`~imageclf.inference.predictors.OnnxPredictor`) on a model
-folder or on a ``.onnx`` file written by export. The Classifier is the same either way, so
-file decoding, ``predict``, ``evaluate`` and the server work unchanged on both::
+The backends are a registry (:data:`BACKENDS`, added to with :func:`register_backend`):
 
-    model = load_backend("runs/xray", "onnx")     # RUN/model.onnx if current, else exported in memory
-    model.predict(["a.png"]).probs                  # same probabilities as load_backend(..., "torch")
+- ``torch``: a model folder's network (:class:`~imageclf.inference.torch_predictor.TorchPredictor`);
+- ``onnx`` / ``openvino``: the exported graph on ONNX Runtime / OpenVINO, on the CPU, from a
+  model folder (``RUN/model.onnx`` when it was exported from these very weights and config,
+  else exported in memory, which imports torch) or from a ``.onnx`` file written by export;
+- ``onnx-int8`` / ``openvino-int8``: the graph quantised to int8 (``RUN/model.int8.onnx``,
+  written by ``imageclf export RUN --int8``; refused when missing or stale);
+- ``auto``: the fastest of them that ``imageclf export`` measured equal to torch on the model's
+  own validation images (``RUN/backends.json``, :mod:`imageclf.inference.auto`), else torch.
+
+The Classifier is the same on each, so file decoding, ``predict``, ``evaluate`` and the server
+work unchanged. Only ``torch`` (and an in-memory export) imports torch::
+
+    model = load_backend("runs/xray", "onnx")      # no torch when RUN/model.onnx is current
+    model.predict(["a.png"]).probs                   # same probabilities as load_backend(..., "torch")
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
 from imageclf.core.errors import ConfigError, ImageclfError, ModelFileError
+from imageclf.core.io import file_sha256
+from imageclf.inference.auto import choose_backend
 from imageclf.inference.classifier import Classifier
-from imageclf.inference.predictors import OnnxPredictor, TorchPredictor
-from imageclf.modelfile.artifact import parse_config
-from imageclf.modelfile.onnx import onnx_bytes, read_onnx_metadata
+from imageclf.inference.graph_predictor import GraphPredictor
+from imageclf.modelfile.config import MODEL_FILE, ModelConfig, read_config
+from imageclf.modelfile.onnx_meta import (
+    INT8_FILE,
+    ONNX_FILE,
+    config_from_metadata,
+    read_onnx_metadata,
+    same_config,
+)
 
-ONNX_FILE = "model.onnx"
+Loader = Callable[..., Classifier]
+BACKENDS: dict[str, Loader] = {}
+# Runtime -> (the Python package it needs, the extra that installs it).
+RUNTIMES = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
 
 
-def _onnx_from_file(path: Path, threads: int | None) -> OnnxPredictor:
+def register_backend(name: str) -> Callable[[Loader], Loader]:
+    """Add a backend: ``loader(source, device=..., threads=...) -> Classifier``."""
+    def add(loader: Loader) -> Loader:
+        BACKENDS[name] = loader
+        return loader
+    return add
+
+
+def runtime_installed(runtime: str) -> bool:
+    """Whether a graph runtime's package is importable (found without importing it)."""
+    return runtime == "torch" or importlib.util.find_spec(RUNTIMES[runtime][0]) is not None
+
+
+def _require(runtime: str) -> None:
+    package, extra = RUNTIMES[runtime]
+    if not runtime_installed(runtime):
+        raise ImageclfError(f"the {runtime} backend needs {package}; pip install 'imageclf[{extra}]'")
+
+
+def _predictor(runtime: str, data: bytes, config: ModelConfig, source: str, run_dir: str | None,
+               threads: int | None, variant: str) -> GraphPredictor:
+    if runtime == "onnx":
+        # Lazy: onnxruntime is an optional extra, imported by the one backend that uses it.
+        from imageclf.inference.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(data, config, source, run_dir, threads, variant)
+    # Lazy: openvino is an optional extra, imported by the one backend that uses it.
+    from imageclf.inference.openvino_predictor import OpenVinoPredictor
+
+    return OpenVinoPredictor(data, config, source, run_dir, threads, variant)
+
+
+def current_config(run_dir: Path) -> ModelConfig:
+    """RUN/config.json, with the weights checked against it by their hash (torch-free)."""
+    config = read_config(run_dir)
+    weights = run_dir / MODEL_FILE
+    if not weights.is_file():
+        raise ModelFileError(f"{run_dir}: no {MODEL_FILE}")
+    if config.weights_sha256 and file_sha256(weights) != config.weights_sha256:
+        raise ModelFileError(f"{weights}: does not match config.json (the weights or the config were "
+                             "edited, or come from different runs)")
+    return config
+
+
+def graph_bytes(run_dir: Path, config: ModelConfig, variant: str) -> bytes | None:
+    """The exported graph file of a model folder (``model.onnx``, or ``model.int8.onnx`` for
+    int8) when it was exported from exactly this config and weights; None when missing or stale."""
+    path = run_dir / (INT8_FILE if variant == "int8" else ONNX_FILE)
+    if not path.is_file():
+        return None
     data = path.read_bytes()
     meta = read_onnx_metadata(data, str(path))
-    try:
-        config = parse_config(json.loads(meta["config"]), f"{path} (imageclf.config)")
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: imageclf.config metadata is not JSON ({exc})") from None
-    return OnnxPredictor(data, config, str(path), None, threads)
+    return data if same_config(meta, config) else None
 
 
-def _onnx_from_run(run_dir: Path, threads: int | None) -> OnnxPredictor:
-    """RUN/model.onnx when it was exported from this very model file, else an in-memory export."""
-    torch_model = TorchPredictor.load(run_dir, device="cpu")
-    exported = run_dir / ONNX_FILE
-    if exported.is_file():
-        data = exported.read_bytes()
-        meta = read_onnx_metadata(data, str(exported))
-        # Stale when the weights or anything in config.json (threshold, temperature) changed.
-        current = json.loads(json.dumps(torch_model.config.to_dict()))
-        if json.loads(meta["config"]) == current:
-            return OnnxPredictor(data, torch_model.config, str(run_dir), str(run_dir), threads)
-    return OnnxPredictor(onnx_bytes(torch_model), torch_model.config, str(run_dir), str(run_dir), threads)
+def load_graph(source: str | Path, runtime: str, variant: str = "fp32",
+               threads: int | None = None) -> GraphPredictor:
+    """A graph runtime's predictor for a model folder or a ``.onnx`` file."""
+    _require(runtime)
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        data = path.read_bytes()
+        meta = read_onnx_metadata(data, str(path))
+        kind = "int8" if "quantization" in meta else "fp32"
+        config = config_from_metadata(meta, str(path))
+        return _predictor(runtime, data, config, str(path), None, threads, kind)
+    config = current_config(path)
+    data = graph_bytes(path, config, variant)
+    if data is None and variant == "int8":
+        raise ModelFileError(f"{path}: no current {INT8_FILE} (none, or quantised from other weights or "
+                             f"another config.json); write it with 'imageclf export {path} --int8'")
+    if data is None:
+        # Lazy: exporting needs the PyTorch network; a current RUN/model.onnx spares it.
+        from imageclf.inference.torch_predictor import TorchPredictor
+        from imageclf.modelfile.onnx import onnx_bytes
+
+        data = onnx_bytes(TorchPredictor.load(path, device="cpu"))
+    return _predictor(runtime, data, config, str(path), str(path), threads, variant)
 
 
+@register_backend("torch")
 def load_torch(source: str | Path, device: str = "auto", threads: int | None = None) -> Classifier:
     """A model folder on PyTorch; ``threads`` is ignored (``torch.set_num_threads`` governs it)."""
     return Classifier.load(source, device=device)
 
 
-def load_onnx(source: str | Path, device: str = "auto", threads: int | None = None) -> Classifier:
-    """A model on ONNX Runtime, from a model folder or a ``.onnx`` file written by export;
-    ``device`` is ignored (the session runs on the CPU), ``threads`` caps its intra-op threads."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ImageclfError("the onnx backend needs onnxruntime; pip install 'imageclf[onnx]'") from None
+def _graph_loader(runtime: str, variant: str) -> Loader:
+    def load(source: str | Path, device: str = "auto", threads: int | None = None) -> Classifier:
+        """The graph on the CPU (``device`` is ignored); ``threads`` caps the runtime's threads."""
+        return Classifier(load_graph(source, runtime, variant, threads))
+    return load
+
+
+for _runtime in RUNTIMES:
+    register_backend(_runtime)(_graph_loader(_runtime, "fp32"))
+    register_backend(f"{_runtime}-int8")(_graph_loader(_runtime, "int8"))
+load_onnx = BACKENDS["onnx"]
+load_openvino = BACKENDS["openvino"]
+
+
+@register_backend("auto")
+def load_auto(source: str | Path, device: str = "auto", threads: int | None = None) -> Classifier:
+    """The fastest backend measured equal to torch on the model's validation images
+    (``RUN/backends.json``, written by ``imageclf export``) that is installed here; torch without
+    a measurement. A ``.onnx`` file runs on the first installed graph runtime."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".onnx":
-        return Classifier(_onnx_from_file(path, threads))
-    return Classifier(_onnx_from_run(path, threads))
-
-
-BACKENDS: dict[str, Callable[..., Classifier]] = {"torch": load_torch, "onnx": load_onnx}
+        runtime = next((r for r in RUNTIMES if runtime_installed(r)), "onnx")
+        return BACKENDS[runtime](source, device=device, threads=threads)
+    name = choose_backend(path, [b for b in BACKENDS if b != "auto" and runtime_installed(b.split("-")[0])])
+    return BACKENDS[name](source, device=device, threads=threads)
 
 
 def load_backend(source: str | Path, backend: str = "torch", device: str = "auto",
                  threads: int | None = None) -> Classifier:
-    """Load a model folder (or, for ``onnx``, an exported ``.onnx`` file) on a backend."""
+    """Load a model folder (or, for a graph runtime, an exported ``.onnx`` file) on a backend."""
     try:
         loader = BACKENDS[backend]
     except KeyError:

@@ -14,10 +14,12 @@ import pytest
 from imageclf.core.errors import ConfigError, ImageclfError, ModelFileError
 from imageclf.inference.backends import load_backend
 from imageclf.inference.classifier import Classifier
-from imageclf.inference.predictors import OnnxPredictor
+from imageclf.inference.predictors import OnnxPredictor, OpenVinoPredictor
 from imageclf.modelfile.onnx import export_onnx, onnx_bytes
 
 pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+GRAPH_PREDICTORS = [OnnxPredictor, OpenVinoPredictor]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,10 @@ def variant(model, **changes):
     {"tta": ["hflip", "vflip"], "temperature": 1.7},
     {"mean": (0.3,), "std": (0.2,)},
 ], ids=["plain", "tta+temperature", "normalised"])
-def test_onnx_gives_pytorch_probabilities_to_1e4(torch_model, test_images, changes):
+@pytest.mark.parametrize("runtime", GRAPH_PREDICTORS, ids=["onnx", "openvino"])
+def test_graph_runtimes_give_pytorch_probabilities_to_1e4(torch_model, test_images, changes, runtime):
     model = variant(torch_model, **changes)
-    onnx_model = OnnxPredictor(onnx_bytes(model), model.config, "mem")
+    onnx_model = runtime(onnx_bytes(model), model.config, "mem")
     expected = model.predict_arrays(test_images)
     got = onnx_model.predict_arrays(test_images, batch_size=7)  # uneven batches: dynamic axis
     assert got.shape == expected.shape == (len(test_images), 2)
@@ -97,12 +100,15 @@ def test_run_folder_uses_its_model_onnx_only_while_it_is_current(trained_run, to
                                torch_model.predict_arrays(test_images[:3]), atol=1e-4)
 
 
-def test_onnx_model_predicts_files_like_the_torch_one(trained_run, torch_model, tiny_folders):
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_graph_model_predicts_files_like_the_torch_one(trained_run, torch_model, tiny_folders, backend):
     files = sorted(str(p) for p in (tiny_folders / "test").rglob("*.png"))[:6]
     a = torch_model.predict(files)
-    b = load_backend(trained_run, "onnx").predict(files)
+    b = load_backend(trained_run, backend).predict(files)
     assert a.labels == b.labels
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+    # The OOD score comes out of the graph, as torch computes it.
+    np.testing.assert_allclose(a.ood_scores, b.ood_scores, rtol=1e-3)
 
 
 def test_backend_errors(trained_run, tmp_path):
@@ -112,7 +118,8 @@ def test_backend_errors(trained_run, tmp_path):
     bad.write_bytes(b"this is not a protobuf")
     with pytest.raises(ModelFileError, match="bad.onnx"):
         load_backend(bad, "onnx")
-
+    with pytest.raises(ModelFileError, match=r"no current model.int8.onnx.*imageclf export .* --int8"):
+        load_backend(trained_run, "onnx-int8")
 
 
 def test_what_needs_the_pytorch_network_says_to_load_with_torch(trained_run, tiny_folders):
@@ -130,10 +137,11 @@ def test_what_needs_the_pytorch_network_says_to_load_with_torch(trained_run, tin
     assert Classifier(twin).explain(image).heatmap.shape == (32, 32)
 
 
-def test_onnx_view_logits_are_the_pytorch_ones(torch_model, test_images):
+@pytest.mark.parametrize("runtime", GRAPH_PREDICTORS, ids=["onnx", "openvino"])
+def test_graph_view_logits_are_the_pytorch_ones(torch_model, test_images, runtime):
     """What temperature scaling fits: the same views, in the same order, on either backend."""
     model = variant(torch_model, tta=["hflip", "vflip"])
-    onnx_model = Classifier(OnnxPredictor(onnx_bytes(model), model.config, "mem"))
+    onnx_model = Classifier(runtime(onnx_bytes(model), model.config, "mem"))
     expected = model.view_logits(test_images, batch_size=9)
     assert expected.shape == (3, len(test_images), 1)
     np.testing.assert_allclose(onnx_model.view_logits(test_images, batch_size=7), expected, atol=1e-4)

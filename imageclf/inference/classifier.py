@@ -3,128 +3,38 @@
 
 from __future__ import annotations
 
-import csv
-import glob
-import io
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from imageclf.core.errors import BadImageError, ConfigError, ImageclfError
-from imageclf.core.io import atomic_write_text
+from imageclf.core.errors import BadImageError
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.data.cache import decode_paths
-from imageclf.data.images import Preprocessing, is_image_file
-from imageclf.data.sources import Dataset
-from imageclf.evaluation.evaluate import EvaluationResult, evaluate
-from imageclf.evaluation.explain import Explanation, explain_image
-from imageclf.evaluation.summary import ModelSummary, summarize
-from imageclf.inference.forward import FREEZE_MIN_IMAGES, auto_batch_size
-from imageclf.inference.predictors import TorchPredictor
-from imageclf.modelfile.artifact import ModelConfig
-from imageclf.modelfile.ood import OOD_MODES, OUTSIDE, OodStats
-from imageclf.modelfile.predictor import ImageInput, Predictor, prepare_input
-from imageclf.models.heads import decide
+from imageclf.data.images import Preprocessing
+from imageclf.inference.predictions import (  # noqa: F401  (check_ood_mode, expand_inputs: re-exported)
+    Predictions,
+    check_ood_mode,
+    expand_inputs,
+    no_ood_note,
+)
+from imageclf.modelfile.config import ModelConfig
+from imageclf.modelfile.inputs import ImageInput, prepare_input
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-def check_ood_mode(mode: str) -> str:
-    if mode not in OOD_MODES:
-        raise ConfigError(f"--ood must be one of {', '.join(OOD_MODES)}, got {mode!r}")
-    return mode
+    from imageclf.data.sources import Dataset
+    from imageclf.evaluation.evaluate import EvaluationResult
+    from imageclf.evaluation.explain import Explanation
+    from imageclf.evaluation.summary import ModelSummary
+    from imageclf.modelfile.ood import OodStats
+    from imageclf.modelfile.predictor import Predictor
 
-
-def no_ood_note(source: str) -> str:
-    return (f"{source}: this model has no out-of-distribution statistics (trained before imageclf recorded "
-            "them): its answers carry no OOD score; add them with 'imageclf ood RUN DATA'")
-
-
-@dataclass
-class Predictions:
-    """Per-image results: ``paths[i]``, ``labels[i]`` (class name) and ``probs[i]`` (per class).
-
-    With OOD scores (``ood_scores[i]``; None for a model without the statistics) an image whose
-    score is past ``ood_threshold`` is :attr:`outside`; in ``refuse`` mode (the default) its label
-    is :data:`~imageclf.modelfile.ood.OUTSIDE` instead of a class, in ``flag`` mode it keeps its
-    class and is only flagged. ``indices`` are always the model's class decisions.
-    """
-
-    paths: list[str]
-    probs: np.ndarray
-    classes: list[str]
-    threshold: float
-    errors: list[tuple[str, str]]
-    ood_scores: np.ndarray | None = None
-    ood_threshold: float | None = None
-    ood_mode: str = "refuse"
-
-    @property
-    def indices(self) -> np.ndarray:
-        return decide(self.probs, self.threshold) if len(self.probs) else np.zeros(0, np.int64)
-
-    @property
-    def outside(self) -> np.ndarray:
-        """Whether each image's OOD score is past the threshold (all False without scores)."""
-        if self.ood_scores is None or self.ood_threshold is None:
-            return np.zeros(len(self.paths), bool)
-        return np.asarray(self.ood_scores) > self.ood_threshold
-
-    @property
-    def refused(self) -> np.ndarray:
-        """The images answered :data:`~imageclf.modelfile.ood.OUTSIDE` instead of a class."""
-        return self.outside & (self.ood_mode == "refuse")
-
-    @property
-    def labels(self) -> list[str]:
-        return [OUTSIDE if r else self.classes[i] for i, r in zip(self.indices, self.refused)]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def rows(self) -> list[dict]:
-        scored = self.ood_scores is not None
-        return [{"path": p, "predicted": label, **{f"p_{c}": float(v) for c, v in zip(self.classes, probs)},
-                 **({"ood_score": float(self.ood_scores[i]), "outside": bool(self.outside[i])}
-                    if scored else {})}
-                for i, (p, label, probs) in enumerate(zip(self.paths, self.labels, self.probs))]
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        buf = io.StringIO()
-        extra = ["ood_score", "outside"] if self.ood_scores is not None else []
-        columns = ["path", "predicted", *(f"p_{c}" for c in self.classes), *extra]
-        writer = csv.DictWriter(buf, fieldnames=columns)
-        writer.writeheader()
-        for row in self.rows():
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-        if path is not None:
-            atomic_write_text(path, buf.getvalue())
-        return buf.getvalue()
-
-
-def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
-    """Files as given, folders walked (image files, sorted), globs expanded; missing -> error."""
-    out: list[str] = []
-    for item in inputs:
-        s = str(item)
-        p = Path(s).expanduser()
-        if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if is_image_file(f))
-            if not found:
-                raise ImageclfError(f"{p}: folder has no images")
-            out += found
-        elif p.is_file():
-            out.append(str(p))
-        elif any(ch in s for ch in "*?["):
-            found = sorted(f for f in glob.glob(s, recursive=True) if Path(f).is_file())
-            if not found:
-                raise ImageclfError(f"{s}: no files match")
-            out += found
-        else:
-            raise ImageclfError(f"{s}: no such file or folder")
-    return out
+# Images per forward pass when neither the caller nor the predictor says.
+DEFAULT_BATCH = 64
 
 
 class Classifier:
@@ -145,6 +55,9 @@ class Classifier:
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> Classifier:
         """Load a model folder on PyTorch, checked fully first (:mod:`imageclf.modelfile.artifact`)."""
+        # Lazy: the PyTorch engine imports torch, which the graph runtimes' predictions never need.
+        from imageclf.inference.torch_predictor import TorchPredictor
+
         return cls(TorchPredictor.load(run_dir, device))
 
     @property
@@ -261,10 +174,13 @@ class Classifier:
         """Decode and predict files a chunk at a time: (kept names, errors, probabilities, OOD scores)."""
         pre = self.preprocessing
         names = expand_inputs(inputs)
-        bs = batch_size or auto_batch_size(pre, self.device)
-        # Decoded images are predicted a chunk at a time while the decode workers run ahead;
-        # a chunk as large as a job worth optimising lets predict_arrays see it as one.
-        chunk = max(bs, FREEZE_MIN_IMAGES) if len(names) >= FREEZE_MIN_IMAGES else bs
+        auto = getattr(self.predictor, "auto_batch_size", None)
+        bs = batch_size or (auto() if auto else DEFAULT_BATCH)
+        # Decoded images are predicted a chunk at a time while the decode workers (threads)
+        # run ahead, so decoding overlaps the forward pass; the torch predictor asks for
+        # chunks as large as a job worth optimising, so predict_arrays sees it as one.
+        chunking = getattr(self.predictor, "chunk_size", None)
+        chunk = chunking(len(names), bs) if chunking else bs
         kept, errors, arrays, parts = [], [], [], []
         with reporter.task("predicting", total=len(names)) as bar:
             for name, result in zip(names, decode_paths(names, pre, workers, threads=True)):
@@ -289,17 +205,26 @@ class Classifier:
     def evaluate(self, data: str | Path | Dataset, split: str | None = None, **kwargs) -> EvaluationResult:
         """Evaluate on a dataset (path or :class:`~imageclf.data.sources.Dataset`); see
         :mod:`imageclf.evaluation.evaluate`."""
+        # Lazy: evaluation's metrics import torch, which a prediction on ONNX Runtime never needs.
+        from imageclf.evaluation.evaluate import evaluate
+
         return evaluate(self, data, split=split, **kwargs)
 
     def explain(self, image: ImageInput, layer: str | None = None) -> Explanation:
         """Grad-CAM of the predicted class for one image; see
         :func:`imageclf.evaluation.explain.explain_image`. Needs the PyTorch network: on another
         backend, an :class:`~imageclf.core.errors.ImageclfError` says to load with backend='torch'."""
+        # Lazy: Grad-CAM is torch; the verbs that need it import it when called.
+        from imageclf.evaluation.explain import explain_image
+
         return explain_image(self, image, layer)
 
     def summary(self) -> ModelSummary:
         """Keras-style layer table (print it); ``.draw(path)`` draws the diagram
         (:mod:`imageclf.evaluation.summary`). Needs the PyTorch network, as :meth:`explain` does."""
+        # Lazy: the layer summary is torch; the verbs that need it import it when called.
+        from imageclf.evaluation.summary import summarize
+
         pre = self.preprocessing
         return summarize(self.model, (pre.channels, *pre.size), self.config.name or self.config.architecture)
 

@@ -24,17 +24,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imageclf.core.errors import ImageclfError, ModelFileError
+from imageclf.core.errors import ImageclfError
 from imageclf.core.io import atomic_write_bytes
+from imageclf.modelfile.onnx_meta import (  # noqa: F401  (read_onnx_metadata: re-exported)
+    INPUT_NAME,
+    META_PREFIX,
+    OOD_OUTPUT,
+    OPSET,
+    OUTPUT_NAMES,
+    read_onnx_metadata,
+)
 from imageclf.modelfile.ood import ScoredNet, read_ood
 from imageclf.modelfile.predictor import Predictor
 from imageclf.models.heads import logits_to_probs
 
-INPUT_NAME = "input"
-OUTPUT_NAMES = ("probs", "logits")
-OOD_OUTPUT = "ood"
-OPSET = 17
-META_PREFIX = "imageclf."
 INPUT_DOC = ("float32 NCHW (batch, channels, height, width): pixels decoded and resized as "
              "imageclf.preprocessing says, divided by 255, then (x - mean) / std per channel "
              "when mean is not null")
@@ -131,18 +134,3 @@ def export_onnx(model: Predictor, path: str | Path, opset: int = OPSET) -> Path:
     path = Path(path)
     atomic_write_bytes(path, data)
     return path
-
-
-def read_onnx_metadata(data: bytes, where: str) -> dict[str, str]:
-    """The ``imageclf.*`` metadata of an ONNX file's bytes (keys without the prefix)."""
-    import onnx
-
-    try:
-        proto = onnx.load_from_string(data)
-    except Exception as exc:  # protobuf raises its own DecodeError types
-        raise ModelFileError(f"{where}: not a valid ONNX file ({exc})") from None
-    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
-            if p.key.startswith(META_PREFIX)}
-    if "config" not in meta:
-        raise ModelFileError(f"{where}: not exported by imageclf (no imageclf.config metadata)")
-    return meta

@@ -43,19 +43,26 @@ from torch import nn
 from imageclf.core.errors import ConfigError, ModelFileError
 from imageclf.core.io import atomic_save_safetensors, file_sha256
 
-OOD_FILE = "ood.safetensors"
-OOD_METHODS = ("mahalanobis", "knn")  # for the features
-PIXEL_METHOD = "flat"  # for pixel_stats: how much flatter than the training images an input is
+# The names and the config-field check are torch-free, in ood_field (imported here for the
+# modules that use them from this one).
+from imageclf.modelfile.ood_field import (  # noqa: F401
+    MAX_FEATURE_DIM,
+    OOD_FILE,
+    OOD_METHODS,
+    OOD_MODES,
+    OUTSIDE,
+    PIXEL_METHOD,
+    SOURCES,
+    check_ood_field,
+    known_method,
+)
+
 FLAT_QUANTILE = 0.01  # the training images' spread that "flat" measures against
 # The features' distances, "+"-joined: each one a part of the score (the largest counts).
 DEFAULT_METHOD = "mahalanobis+knn"
 DEFAULT_KEEP = 0.99
-OOD_MODES = ("refuse", "flag")
-# What an input past the threshold is answered instead of a class (refuse mode).
-OUTSIDE = "outside what this model was trained on"
 KNN_BANK = 4096  # training features kept for knn: enough for a stable k-th distance, a few MB
 KNN_K = 5
-MAX_FEATURE_DIM = 8192  # a crafted file asking for more is refused before anything is allocated
 # Features wider than this (a dense head on flattened conv maps: mnist-basic's 18,432) are averaged
 # in runs of consecutive values (neighbouring positions of one channel) down to it: a covariance of
 # 18,432 features would be 1.4 GB and take minutes; of 2,048, 17 MB and a second.
@@ -64,10 +71,9 @@ FEATURE_CAP = 2048
 
 def parse_method(method: str) -> list[str]:
     """``mahalanobis+knn`` -> [mahalanobis, knn]; an unknown name is refused."""
-    names = [m.strip() for m in str(method).split("+")]
-    if not names or any(m not in OOD_METHODS for m in names) or len(set(names)) != len(names):
+    if not known_method(method):
         raise ConfigError(f"OOD method {method!r}: give {' or '.join(OOD_METHODS)}, or both joined by '+'")
-    return names
+    return [m.strip() for m in method.split("+")]
 
 
 def head_layer(network: nn.Module) -> nn.Linear:
@@ -203,7 +209,6 @@ def pixel_stats(x: torch.Tensor) -> torch.Tensor:
     return centred.pow(2).mean((2, 3)).clamp_min(0).sqrt()
 
 
-SOURCES = ("features", "pixels")  # what a part scores: the head's input, or pixel_stats of the input
 SCALE_QUANTILE = 0.99  # each part's score is divided by this quantile of its validation scores
 
 
@@ -281,49 +286,6 @@ def save_ood(run_dir: str | Path, stats: OodStats) -> dict[str, Any]:
     path = Path(run_dir) / OOD_FILE
     atomic_save_safetensors(path, stats.tensors(), {"format": "imageclf-ood", "method": stats.method})
     return stats.config_field(file_sha256(path))
-
-
-def check_ood_field(d: Any, where: str) -> None:
-    """Refuse a config.json ``ood`` field that is not what :meth:`OodStats.config_field` writes."""
-    if not d:
-        return
-    ok = (
-        isinstance(d, dict)
-        and (d.get("method") == "ensemble" or _known_method(d.get("method")))
-        and isinstance(d.get("threshold"), float | int)
-        and not isinstance(d.get("threshold"), bool)
-        and np.isfinite(float(d["threshold"]))
-        and isinstance(d.get("sha256"), str)
-        and isinstance(d.get("members"), list)
-        and d["members"]
-        and d.get("file", OOD_FILE) == OOD_FILE
-        and all(
-            isinstance(m, dict)
-            and isinstance(m.get("parts"), list)
-            and m["parts"]
-            and all(
-                isinstance(p, dict)
-                and p.get("source") in SOURCES
-                and p.get("method") in (*OOD_METHODS, PIXEL_METHOD)
-                and isinstance(p.get("scale", 1.0), float | int)
-                and float(p.get("scale", 1.0)) > 0
-                and isinstance(p.get("pool", 1), int)
-                and 1 <= p.get("pool", 1) <= MAX_FEATURE_DIM
-                for p in m["parts"]
-            )
-            for m in d["members"]
-        )
-    )
-    if not ok:
-        raise ModelFileError(f"{where}: malformed 'ood' field (method, threshold, members, sha256 expected)")
-
-
-def _known_method(method: Any) -> bool:
-    try:
-        parse_method(method)
-    except ConfigError:
-        return False
-    return True
 
 
 def read_ood(run_dir: str | Path, field_: dict[str, Any]) -> OodStats | None:

@@ -8,19 +8,19 @@ neither side imports the other's concrete classes.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import torch
-from PIL import Image
-from torch import nn
+from imageclf.modelfile.config import ModelConfig
+from imageclf.modelfile.inputs import ImageInput, prepare_input  # noqa: F401  (the protocol's input)
 
-from imageclf.data.images import ImageSource, Preprocessing, load_image, prepare_array
-from imageclf.modelfile.artifact import ModelConfig
+if TYPE_CHECKING:  # annotations only: a prediction on ONNX Runtime or OpenVINO never loads torch
+    from collections.abc import Callable
 
-ImageInput = ImageSource | np.ndarray | Image.Image  # one image, as prepare_input takes it
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from imageclf.data.images import Preprocessing
 
 
 class Predictor(Protocol):
@@ -97,16 +97,3 @@ class Predictor(Protocol):
         does, else one loaded from the model folder this one came from; raises
         :class:`~imageclf.core.errors.ImageclfError` where there is none (a bare ``.onnx`` file)."""
         ...
-
-
-def prepare_input(image: ImageInput, pre: Preprocessing) -> np.ndarray:
-    """One image (path, bytes, PIL image or array) as a predictor's (H, W, C) uint8 input."""
-    if isinstance(image, np.ndarray):
-        return prepare_array(image, pre)
-    if isinstance(image, Image.Image):
-        # Through PNG, not np.asarray: that would give a palette image's indices and a CMYK
-        # image's four planes; load_image converts them as it would the same picture's file.
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        return load_image(buf.getvalue(), pre)
-    return load_image(image, pre)

@@ -2,13 +2,13 @@
 
 The seed articles' Keras models end in ``Dense(1, sigmoid)`` for two classes; imageclf keeps
 that shape so their figures and thresholds carry over. Every place that turns a class count
-into network outputs, logits into probabilities, a label into a training target, or
-probabilities into a decision asks here instead of testing ``shape[1] == 1`` itself.
+into network outputs, logits into probabilities or a label into a training target asks here
+instead of testing ``shape[1] == 1`` itself; probabilities become a decision by the torch-free
+:func:`imageclf.core.decision.decide`.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,9 +45,3 @@ def training_targets(labels: torch.Tensor, outputs: int) -> torch.Tensor:
     return labels.float() if outputs == 1 else F.one_hot(labels, outputs).float()
 
 
-def decide(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Predicted labels: positive (class 1) when p1 >= threshold for two classes, else argmax."""
-    probs = np.asarray(probs)
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).astype(np.int64)
-    return probs.argmax(1)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from imageclf.core.decision import decide
 from imageclf.core.errors import ImageclfError
 from imageclf.core.runtime import configure_process
 from imageclf.core.version import __version__
@@ -38,7 +40,6 @@ from imageclf.inference.classifier import no_ood_note
 from imageclf.modelfile.card import CARD_FILE
 from imageclf.modelfile.ood import OUTSIDE
 from imageclf.modelfile.predictor import Predictor
-from imageclf.models.heads import decide
 from imageclf.serve.assets import Assets
 from imageclf.serve.batcher import MicroBatcher
 from imageclf.serve.schemas import ERROR_RESPONSES, HealthResponse, PredictResponse
@@ -79,9 +80,12 @@ class ServerState:
     def __init__(self, model: Predictor, settings: ServeSettings) -> None:
         self.model = model
         self.settings = settings
-        self.batcher = MicroBatcher(self._predict_rows, settings.max_batch, settings.max_wait_ms / 1000)
+        # A batch waits (up to max_wait_ms) only for /predict requests still reading or decoding.
+        self.batcher = MicroBatcher(self._predict_rows, settings.max_batch, settings.max_wait_ms / 1000,
+                                    arriving=lambda: self.arriving)
         self.decoders = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="imageclf-decode")
         self.in_flight = 0
+        self.arriving = 0  # /predict requests admitted, not yet at the batcher
         self.started = time.monotonic()
 
     def _predict_rows(self, images: np.ndarray) -> np.ndarray:
@@ -128,6 +132,15 @@ class ServerState:
                                headers={"Connection": "close"}) from None
             raise ApiError(503, "timeout", f"not answered within {self.settings.timeout:g} s; "
                            f"retry after {retry} s", headers={"Retry-After": retry}) from None
+
+    @contextlib.contextmanager
+    def on_the_way(self) -> Iterator[None]:
+        """Count a /predict request as on its way to the batcher (reading, decoding)."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
 
     async def read(self, request: Request, phase: dict, max_files: int) -> list[Upload]:
         phase["reading"] = True
@@ -306,9 +319,10 @@ def _add_inference_routes(app: FastAPI, state: ServerState) -> None:
 
             async def work() -> dict:
                 t0 = time.perf_counter()
-                uploads = await state.read(request, phase, settings.max_files)
-                t1 = time.perf_counter()
-                images = await state.decode(uploads)
+                with state.on_the_way():
+                    uploads = await state.read(request, phase, settings.max_files)
+                    t1 = time.perf_counter()
+                    images = await state.decode(uploads)
                 t2 = time.perf_counter()
                 probs = await state.batcher.predict(images)
                 t3 = time.perf_counter()

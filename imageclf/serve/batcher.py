@@ -1,11 +1,17 @@
-"""Micro-batching: images from requests that arrive together share one forward pass.
+"""Adaptive micro-batching: images from requests that arrive together share one forward pass.
 
 Requests put their decoded images on a queue and await futures. One asyncio task takes
-the first waiting image, gathers more for up to ``max_wait`` seconds or ``max_batch``
-images, and runs the batch in the single inference thread, so the event loop never
-blocks and the model never runs two passes at once (Grad-CAM hooks run on the same
-thread for the same reason). Images of requests that gave up (timeout, disconnect) are
-dropped before the pass.
+the first waiting image and everything queued behind it (up to ``max_batch``), and runs
+the batch in the single inference thread, so the event loop never blocks and the model
+never runs two passes at once (Grad-CAM hooks run on the same thread for the same reason).
+
+The batch waits for nobody when nobody is coming: a lone request on an idle server runs at
+once, with no batching window. While a pass runs, the requests that arrive meanwhile queue
+up and make the next batch together, so batches grow with the load by themselves. The one
+wait left is for requests known to be on their way (admitted by the server, still reading
+or decoding, as ``arriving()`` counts them): the first image then waits up to ``max_wait``
+for them to join. Images of requests that gave up (timeout, disconnect) are dropped before
+the pass.
 """
 
 from __future__ import annotations
@@ -19,14 +25,22 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 
+def _nobody() -> int:
+    return 0
+
+
 class MicroBatcher:
-    """``await batcher.predict(images)`` -> probabilities, batched with concurrent callers."""
+    """``await batcher.predict(images)`` -> probabilities, batched with concurrent callers.
+
+    ``arriving``: how many requests are on their way to the batcher (none: never wait).
+    """
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int = 32,
-                 max_wait: float = 0.005) -> None:
+                 max_wait: float = 0.005, arriving: Callable[[], int] = _nobody) -> None:
         self._predict = predict
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.arriving = arriving
         # One thread: forward passes are serialised, torch parallelises inside each one.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="imageclf-infer")
         self._queue: asyncio.Queue | None = None
@@ -67,13 +81,15 @@ class MicroBatcher:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _gather(self, queue: asyncio.Queue) -> list:
+        """The next batch: the first image, all queued behind it, and those of requests on
+        their way if they come within ``max_wait``."""
         items = [await queue.get()]
         deadline = time.monotonic() + self.max_wait
         while len(items) < self.max_batch:
+            while len(items) < self.max_batch and not queue.empty():
+                items.append(queue.get_nowait())
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                while len(items) < self.max_batch and not queue.empty():
-                    items.append(queue.get_nowait())
+            if len(items) >= self.max_batch or remaining <= 0 or self.arriving() <= 0:
                 break
             try:
                 items.append(await asyncio.wait_for(queue.get(), remaining))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -82,6 +83,21 @@ def test_requests_that_arrive_together_share_one_forward_pass(gated, png_bytes):
     assert gated.batch_sizes == [1, 10]
     probs = {tuple(p["probabilities"].values()) for r in responses for p in r.json()["predictions"]}
     assert len(probs) == 1  # the same image gives the same answer whatever batch it was in
+
+
+def test_an_idle_server_answers_a_lone_request_without_waiting_for_a_batch(served_model, png_bytes):
+    app = create_app(served_model, ServeSettings(max_wait_ms=1000))  # a 1 s batching window
+
+    async def scenario(client, state):
+        await client.post("/predict", files=files(png_bytes))
+        bad = await client.post("/predict", files=[("files", ("x.png", b"not an image", "image/png"))])
+        t0 = time.perf_counter()
+        r = await client.post("/predict", files=files(png_bytes))
+        return r, time.perf_counter() - t0, bad, state.arriving
+
+    r, elapsed, bad, arriving = run(app, scenario)
+    assert r.status_code == 200 and elapsed < 0.5
+    assert bad.status_code == 415 and arriving == 0  # a refused request is no longer counted on its way
 
 
 def test_full_queue_answers_503_with_retry_after(gated, png_bytes):
@@ -213,3 +229,95 @@ def test_onnx_backend_serves_the_same_answers(served_model, trained_run, png_byt
     assert heatmaps["folder"].content == heatmaps["torch"].content
     assert heatmaps["bare"].status_code == 501 and heatmaps["bare"].json()["code"] == "explain_unavailable"
     assert "bare .onnx" in heatmaps["bare"].json()["error"]
+
+
+class FakeModel:
+    """A predict function for the batcher alone: records batch sizes; each pass waits for ``gate``."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.sizes: list[int] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.started.set()
+        self.gate.wait(30)
+        self.sizes.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, :1].astype(np.float32)
+
+
+def images(n: int, first: int = 0) -> np.ndarray:
+    return np.arange(first, first + n, dtype=np.uint8).reshape(n, 1, 1, 1)
+
+
+def test_a_lone_request_on_an_idle_batcher_runs_at_once_not_after_max_wait():
+    fake = FakeModel()
+
+    async def main():
+        b = MicroBatcher(fake, max_batch=32, max_wait=1.0)
+        await b.predict(images(1))  # the task and thread started
+        times = []
+        for i in range(5):
+            t0 = time.perf_counter()
+            out = await b.predict(images(1, i))
+            times.append(time.perf_counter() - t0)
+            assert out[0, 0] == i
+        await b.close()
+        return times
+
+    times = asyncio.run(main())
+    assert max(times) < 0.2, times  # a 1 s batching window would show in every one
+    assert fake.sizes == [1] * 6
+
+
+def test_requests_that_arrive_while_a_pass_runs_make_the_next_batch_together():
+    fake = FakeModel()
+
+    async def main():
+        b = MicroBatcher(fake, max_batch=4, max_wait=1.0)
+        fake.gate.clear()
+        first = asyncio.ensure_future(b.predict(images(1)))
+        await asyncio.get_running_loop().run_in_executor(None, fake.started.wait, 5)
+        t0 = time.perf_counter()
+        rest = [asyncio.ensure_future(b.predict(images(2, 10 + 2 * i))) for i in range(5)]
+        await asyncio.sleep(0.05)
+        fake.gate.set()
+        out = await asyncio.gather(first, *rest)
+        elapsed = time.perf_counter() - t0
+        await b.close()
+        return out, elapsed
+
+    out, elapsed = asyncio.run(main())
+    # 10 images queued behind a running pass: max_batch 4 at a time, in arrival order, no waiting.
+    assert fake.sizes == [1, 4, 4, 2]
+    assert [o[:, 0].tolist() for o in out] == [[0], [10, 11], [12, 13], [14, 15], [16, 17], [18, 19]]
+    assert elapsed < 0.5
+
+
+def test_a_batch_waits_up_to_max_wait_for_requests_on_their_way_and_no_longer():
+    fake = FakeModel()
+    on_the_way = [0]
+
+    async def late(b: MicroBatcher, delay: float, first: int):
+        await asyncio.sleep(delay)
+        on_the_way[0] -= 1
+        return await b.predict(images(1, first))
+
+    async def main():
+        b = MicroBatcher(fake, max_batch=32, max_wait=0.5, arriving=lambda: on_the_way[0])
+        await b.predict(images(1))
+        # One request on its way arrives 50 ms after the first: both share one pass.
+        on_the_way[0] = 1
+        await asyncio.gather(b.predict(images(1, 1)), late(b, 0.05, 2))
+        # One that never comes: the first waits max_wait, then runs alone.
+        on_the_way[0] = 1
+        t0 = time.perf_counter()
+        await b.predict(images(1, 3))
+        waited = time.perf_counter() - t0
+        await b.close()
+        return waited
+
+    waited = asyncio.run(main())
+    assert fake.sizes == [1, 2, 1]
+    assert 0.45 <= waited < 1.5

@@ -19,7 +19,9 @@ class ServeSettings:
     max_upload_mb: largest request body, all files together (checked while it streams in).
     max_pixels: largest image, width x height, read from the header before decoding.
     max_files: images in one request. max_batch: images in one forward pass.
-    max_wait_ms: how long the first request of a batch waits for others to join it.
+    max_wait_ms: how long the first request of a batch waits for /predict requests still on their
+    way (reading, decoding) to join it; a lone request on an idle server runs at once, and those
+    that arrive while a pass runs make the next batch together, whatever this is.
     max_queue: requests admitted at once (reading, decoding, waiting or in inference);
     one more is answered 503 with Retry-After, so memory is bounded by
     max_queue x max_upload_mb. timeout: seconds a request may take, upload included.

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imageclf.core.decision import decide
 from imageclf.data.cache import CachedSplit
 from imageclf.evaluation.metrics import binary_roc_auc, log_loss, roc_auc
 from imageclf.inference.forward import auto_batch_size, predict_probs
-from imageclf.models.heads import decide
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
 from imageclf.training.run import TrainingState

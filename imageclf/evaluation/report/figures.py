@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from imageclf.core.decision import decide
 from imageclf.evaluation.report import DEFAULT_BOOTSTRAP, stats
 from imageclf.evaluation.report.subgroups import subgroup_figures
 from imageclf.modelfile.artifact import CONFIG_FILE, HISTORY_FILE
-from imageclf.models.heads import decide
 
 
 def read_history(run_dir: str | Path | None) -> dict[str, list[float]]:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from imageclf.core.decision import decide
 from imageclf.evaluation.metrics import binary_roc_auc, roc_auc
-from imageclf.models.heads import decide
 
 # Curves are stored in the JSON and drawn; beyond this many points a line looks the same.
 MAX_CURVE_POINTS = 600

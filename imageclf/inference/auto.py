@@ -1,0 +1,66 @@
+"""``--backend auto``: the fastest backend measured equal to torch on the model's own validation
+images, read from ``RUN/backends.json`` (torch-free).
+
+``imageclf export RUN`` measures every installed backend (:mod:`imageclf.inference.measure`) and
+writes the file: per backend its images per second and how it agrees with torch (the largest
+probability difference and the share of equal decisions for fp32 graphs; accuracy and ROC-AUC
+against fp32 for int8). A backend counts as equal when it is within :data:`TOLERANCE`. The file
+records the config and weights it was measured with; for another one (retrained, recalibrated)
+it is ignored and auto is torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from imageclf.modelfile.config import ModelConfig, read_config
+
+BACKENDS_FILE = "backends.json"
+# What "measured equal" means: an fp32 graph gives torch's probabilities to PROBS and all its
+# decisions; an int8 graph loses at most ACCURACY of accuracy and AUC of ROC-AUC (the issue's
+# 0.5 points and 0.005) on the validation images.
+TOLERANCE = {"probs": 1e-4, "accuracy": 0.005, "auc": 0.005}
+
+
+def config_digest(config: ModelConfig) -> str:
+    """SHA-256 of a config's canonical JSON: what a measurement was made for."""
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def agrees(entry: dict[str, Any], tolerance: dict[str, float] = TOLERANCE) -> bool:
+    """Whether one measured backend counts as equal to torch (see the module docstring)."""
+    if entry.get("variant") == "int8":
+        return (entry.get("accuracy_drop", 1.0) <= tolerance["accuracy"] + 1e-12
+                and entry.get("auc_drop", 1.0) <= tolerance["auc"] + 1e-12)
+    return entry.get("max_abs_diff", 1.0) <= tolerance["probs"] and entry.get("same_decisions", 0.0) == 1.0
+
+
+def read_measurement(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN/backends.json when it was measured for RUN's current config.json; else None."""
+    path = Path(run_dir) / BACKENDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text())
+        current = config_digest(read_config(run_dir))
+    except (ValueError, OSError):
+        return None
+    if not isinstance(d, dict) or d.get("config_sha256") != current:
+        return None
+    if not isinstance(d.get("backends"), dict):
+        return None
+    return d
+
+
+def choose_backend(run_dir: str | Path, installed: list[str]) -> str:
+    """The fastest of ``installed`` backends that RUN/backends.json measured equal; torch when
+    there is no current measurement or none is."""
+    measured = read_measurement(run_dir) if Path(run_dir).is_dir() else None
+    if measured is None:
+        return "torch"
+    ok = [(float(e.get("img_per_s", 0.0)), name) for name, e in measured["backends"].items()
+          if name in installed and isinstance(e, dict) and (name == "torch" or agrees(e))]
+    return max(ok)[1] if ok else "torch"

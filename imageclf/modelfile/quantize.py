@@ -1,0 +1,127 @@
+"""int8 post-training quantisation of an exported graph (ONNX Runtime's static quantiser).
+
+``quantize_graph`` takes the fp32 graph of :mod:`imageclf.modelfile.onnx` and calibration
+inputs (the model's own validation images, as the graph's float32 NCHW ``input``) and gives
+the QDQ graph: the network's layers with int8 weights (one scale per output channel) and
+int8 activations (their ranges from the calibration images); the probabilities after it and
+the out-of-distribution scoring stay float32 (distances are no place for 8 bits). The file
+keeps the fp32 file's ``imageclf.*`` metadata and adds ``imageclf.quantization`` (how it was
+made and, written by the caller, what it measured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imageclf.core.errors import ImageclfError
+from imageclf.modelfile.onnx_meta import INPUT_NAME, META_PREFIX
+
+# The exported network's nodes ("/model/...", "/scored/model/...", a test-time flip's "/model_1/..."):
+# all of them are quantised (pooling and ReLU too, so activations stay int8 from one convolution to
+# the next: measured 1.3x the fp32 graph, against none for the convolutions alone); the wrapper's
+# probabilities and the OOD scorer ("/scored/scorers.0/...") stay float32.
+NETWORK_NODE = re.compile(r"(^|/)model(_\d+)?/")
+QUANT_KEY = f"{META_PREFIX}quantization"
+
+
+def _modules():
+    try:
+        import onnx
+        from onnxruntime import quantization
+    except ImportError as exc:
+        raise ImageclfError(f"int8 quantisation needs onnx and onnxruntime ({exc}); "
+                            "pip install 'imageclf[onnx]'") from None
+    return onnx, quantization
+
+
+def network_nodes(proto: Any) -> list[str]:
+    """The graph's nodes to quantise: the network's (see :data:`NETWORK_NODE`)."""
+    return [n.name for n in proto.graph.node if NETWORK_NODE.search(n.name)]
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """ONNX Runtime's quantiser logs its advice as warnings on the root logger: kept out of the output."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _reader(quantization, batches: list[np.ndarray]):
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it: Iterator[np.ndarray] = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._it, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+        def rewind(self) -> None:
+            self._it = iter(batches)
+
+    return Reader()
+
+
+def quantize_graph(fp32: bytes, calibration: list[np.ndarray], per_channel: bool = True,
+                   info: dict[str, Any] | None = None) -> bytes:
+    """The int8 QDQ graph of ``fp32`` calibrated on ``calibration`` (float32 NCHW batches of
+    the graph's input); ``info`` goes into its ``imageclf.quantization`` metadata."""
+    onnx, quantization = _modules()
+    # Lazy: part of onnxruntime, the optional extra that _modules() checks for.
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    proto = onnx.load_from_string(fp32)
+    with tempfile.TemporaryDirectory(prefix="imageclf-int8-") as tmp:
+        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32)
+        # Shapes inferred and the graph folded first, as ONNX Runtime's quantiser asks.
+        with _quiet_logging():
+            quant_pre_process(str(src), str(pre))
+        nodes = network_nodes(onnx.load(str(pre)))
+        if not nodes:
+            raise ImageclfError("the graph has no network layers to quantise (not exported by imageclf?)")
+        with _quiet_logging():
+            quantization.quantize_static(
+                str(pre), str(dst), _reader(quantization, calibration),
+                quant_format=quantization.QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
+                nodes_to_quantize=nodes, calibrate_method=quantization.CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+        out = onnx.load(str(dst))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    meta[QUANT_KEY] = json.dumps({
+        "method": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+        "activations": "uint8", "weights": "int8", "per_channel": per_channel, "calibration": "MinMax",
+        "calibration_images": int(sum(len(b) for b in calibration)), "quantized_nodes": len(nodes),
+        **(info or {}),
+    })
+    del out.metadata_props[:]
+    for key, value in meta.items():
+        entry = out.metadata_props.add()
+        entry.key, entry.value = key, value
+    return out.SerializeToString()
+
+
+def with_quantization_info(int8: bytes, figures: dict[str, Any]) -> bytes:
+    """``int8`` with ``figures`` (fp32 against int8 accuracy, ROC-AUC, speed) added to its
+    ``imageclf.quantization`` metadata."""
+    onnx, _ = _modules()
+    proto = onnx.load_from_string(int8)
+    for entry in proto.metadata_props:
+        if entry.key == QUANT_KEY:
+            entry.value = json.dumps({**json.loads(entry.value), **figures})
+    return proto.SerializeToString()
