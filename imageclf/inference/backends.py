@@ -25,11 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imageclf.core.errors import ConfigError, ImageclfError, ModelFileError
-from imageclf.core.io import file_sha256
 from imageclf.inference.auto import choose_backend
 from imageclf.inference.classifier import Classifier
 from imageclf.inference.graph_predictor import GraphPredictor
-from imageclf.modelfile.config import MODEL_FILE, ModelConfig, read_config
+from imageclf.modelfile.config import ModelConfig, checked_weights, read_config
 from imageclf.modelfile.onnx_meta import (
     INT8_FILE,
     ONNX_FILE,
@@ -79,12 +78,7 @@ def _predictor(runtime: str, data: bytes, config: ModelConfig, source: str, run_
 def current_config(run_dir: Path) -> ModelConfig:
     """RUN/config.json, with the weights checked against it by their hash (torch-free)."""
     config = read_config(run_dir)
-    weights = run_dir / MODEL_FILE
-    if not weights.is_file():
-        raise ModelFileError(f"{run_dir}: no {MODEL_FILE}")
-    if config.weights_sha256 and file_sha256(weights) != config.weights_sha256:
-        raise ModelFileError(f"{weights}: does not match config.json (the weights or the config were "
-                             "edited, or come from different runs)")
+    checked_weights(run_dir, config)
     return config
 
 

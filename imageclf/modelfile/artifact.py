@@ -47,6 +47,7 @@ from imageclf.modelfile.config import (  # noqa: F401  (re-exported)
     TTA_NAMES,
     TUNE_FILE,
     ModelConfig,
+    checked_weights,
     parse_config,
     read_config,
 )
@@ -96,12 +97,7 @@ def check_weights(run_dir: str | Path, config: ModelConfig, build=None) -> None:
     crafted config cannot make the loader build a model of any size before it is refused.
     """
     run_dir = Path(run_dir)
-    path = run_dir / MODEL_FILE
-    if not path.is_file():
-        raise ModelFileError(f"{run_dir}: no {MODEL_FILE}")
-    if config.weights_sha256 and file_sha256(path) != config.weights_sha256:
-        raise ModelFileError(f"{path}: does not match {CONFIG_FILE} (the weights or the config "
-                             "were edited, or come from different runs)")
+    path = checked_weights(run_dir, config)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = dict(f.metadata() or {})

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imageclf.core.errors import ModelFileError
+from imageclf.core.io import file_sha256
 from imageclf.data.images import Preprocessing
 from imageclf.modelfile.ood_field import check_ood_field
 
@@ -157,3 +158,15 @@ def read_config(run_dir: str | Path) -> ModelConfig:
     except (ValueError, RecursionError) as exc:  # also a 5,000-digit number, [[[[...]]]] nesting
         raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
     return parse_config(d, str(path))
+
+
+def checked_weights(run_dir: str | Path, config: ModelConfig) -> Path:
+    """RUN/model.safetensors, refused when missing or when its SHA-256 is not config.json's."""
+    run_dir = Path(run_dir)
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        raise ModelFileError(f"{run_dir}: no {MODEL_FILE}")
+    if config.weights_sha256 and file_sha256(path) != config.weights_sha256:
+        raise ModelFileError(f"{path}: does not match {CONFIG_FILE} (the weights or the config "
+                             "were edited, or come from different runs)")
+    return path

@@ -10,7 +10,7 @@ class ModelInfo(BaseModel):
     architecture: str
     version: str = Field(description="First 12 hex digits of the weights' SHA-256.")
     created: str
-    backend: str = Field(description="What runs the model: torch, onnx, openvino, onnx-int8 or openvino-int8.")
+    backend: str = Field(description="What runs the model: torch, onnx, openvino, onnx-int8, openvino-int8.")
 
 
 class Prediction(BaseModel):
