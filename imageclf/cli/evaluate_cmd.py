@@ -10,7 +10,7 @@ from imageclf.cli.common import Backend, app, parse_names, skip_bad_hint
 from imageclf.cli.train_cmd import LabelColumn, PathColumn
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
-from imageclf.evaluation.report import DEFAULT_BOOTSTRAP
+from imageclf.evaluation.names import DEFAULT_BOOTSTRAP
 
 
 def parse_prevalences(items: list[str] | None) -> dict[str, float]:

@@ -8,8 +8,6 @@ import typer
 
 from imageclf.cli.common import Backend, app, skip_bad_hint
 from imageclf.core.progress import Reporter
-from imageclf.inference.backends import load_backend
-from imageclf.inference.predictions import check_ood_mode
 
 
 @app.command("predict")
@@ -34,6 +32,10 @@ def predict_command(
     The CSV has each image's OOD score and whether it is outside the model's threshold. On the
     onnx and openvino backends torch is never imported (while RUN/model.onnx is current).
     """
+    # lazy: the model's modules import numpy and the runtimes; --help needs none of them
+    from imageclf.inference.backends import load_backend
+    from imageclf.inference.predictions import check_ood_mode
+
     check_ood_mode(ood)
     model = load_backend(run, backend, device=device, threads=threads)
     reporter = Reporter(quiet=quiet)

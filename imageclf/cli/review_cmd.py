@@ -19,7 +19,7 @@ from imageclf.cli.train_cmd import (
     train_options,
 )
 from imageclf.core.progress import Reporter
-from imageclf.evaluation.label_issues import RANKINGS
+from imageclf.evaluation.names import RANKINGS
 
 
 @app.command("review")

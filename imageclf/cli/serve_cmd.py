@@ -9,11 +9,12 @@ import typer
 from imageclf.cli.common import Backend, app, console
 from imageclf.core.errors import ConfigError, ImageclfError
 from imageclf.core.progress import Reporter
-from imageclf.inference.backends import BACKENDS
-from imageclf.modelfile.onnx_meta import INT8_FILE
 
 
 def _check_backend(backend: str) -> str:
+    # lazy: the model's modules import numpy and the runtimes; --help needs none of them
+    from imageclf.inference.backends import BACKENDS
+
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     return backend
@@ -86,9 +87,9 @@ def export_command(
     statistics, 'ood'. RUN/model.onnx is picked up by 'predict --backend onnx / openvino' and
     'serve --backend ...'.
     """
-    # Export needs the PyTorch network and onnx, which predict on a graph backend never imports.
-    # Lazy, documented: so importing this module (predict's neighbour in the CLI) stays torch-free.
+    # lazy: export needs the PyTorch network and onnx; --help and predict on a graph backend need neither
     from imageclf.inference.measure import export_run
+    from imageclf.modelfile.onnx_meta import INT8_FILE
 
     reporter = Reporter(quiet=quiet)
     out = export_run(run, onnx, int8=int8, calibration=calibration, measure=measure and onnx is None,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from imageclf.cli.common import app, parse_names, parse_settings, skip_bad_hint
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import Reporter
-from imageclf.training.options import TrainOptions
+
+if TYPE_CHECKING:
+    from imageclf.training.options import TrainOptions
 
 # Flags for TrainOptions fields, declared once for every command that trains; each command
 # builds one TrainOptions from them, which reaches fit through every path (folds, tune, DDP).
@@ -49,6 +51,9 @@ Precision = Annotated[str, typer.Option(
 def train_options(*, class_names: str | None = None, log: list[str] | None = None, **flags) -> TrainOptions:
     """One TrainOptions from the shared flags' values, as every command that trains reads them:
     the comma-separated class names split, the --log choices as a tuple, the rest as given."""
+    # lazy: reading data imports numpy and PIL; --help needs none of them
+    from imageclf.training.options import TrainOptions
+
     return TrainOptions(class_names=parse_names(class_names), log=tuple(log or ()), **flags)
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from imageclf.core.errors import ConfigError
-
-RANKINGS = ("self_confidence", "normalized_margin")
+from imageclf.evaluation.names import RANKINGS
 
 
 def label_quality(labels: np.ndarray, probs: np.ndarray, rank_by: str = "self_confidence") -> np.ndarray:

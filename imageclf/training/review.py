@@ -31,7 +31,8 @@ from imageclf.core.io import atomic_write_text, check_output_folder
 from imageclf.data.cache import cache_split
 from imageclf.data.dataset import item_key
 from imageclf.data.sources import Dataset, Split
-from imageclf.evaluation.label_issues import RANKINGS, rank_label_issues
+from imageclf.evaluation.label_issues import rank_label_issues
+from imageclf.evaluation.names import RANKINGS
 from imageclf.evaluation.report.review_html import review_html
 from imageclf.inference.classifier import Classifier
 from imageclf.modelfile.artifact import REVIEW_CSV_FILE, REVIEW_HTML_FILE

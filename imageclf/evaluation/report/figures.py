@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from imageclf.core.decision import decide
-from imageclf.evaluation.report import DEFAULT_BOOTSTRAP, stats
+from imageclf.evaluation.names import DEFAULT_BOOTSTRAP
+from imageclf.evaluation.report import stats
 from imageclf.evaluation.report.subgroups import subgroup_figures
 from imageclf.modelfile.artifact import CONFIG_FILE, HISTORY_FILE
 
