@@ -23,6 +23,8 @@ BACKENDS_FILE = "backends.json"
 # decisions; an int8 graph loses at most ACCURACY of accuracy and AUC of ROC-AUC (the issue's
 # 0.5 points and 0.005) on the validation images.
 TOLERANCE = {"probs": 1e-4, "accuracy": 0.005, "auc": 0.005}
+# How much faster than the best equal graph backend torch must measure to be auto's choice.
+TORCH_MARGIN = 1.25
 
 
 def config_digest(config: ModelConfig) -> str:
@@ -55,12 +57,21 @@ def read_measurement(run_dir: str | Path) -> dict[str, Any] | None:
     return d
 
 
-def choose_backend(run_dir: str | Path, installed: list[str]) -> str:
-    """The fastest of ``installed`` backends that RUN/backends.json measured equal; torch when
-    there is no current measurement or none is."""
-    measured = read_measurement(run_dir) if Path(run_dir).is_dir() else None
-    if measured is None:
+def pick(backends: dict[str, Any], installed: list[str]) -> str:
+    """The backend ``auto`` runs, from a measurement's ``backends``: the fastest installed one
+    that agrees with torch, where torch itself must beat the best graph backend by
+    :data:`TORCH_MARGIN` (a graph backend also spares a process torch's import and warm-up,
+    which an in-process measurement does not see)."""
+    ok = {name: float(e.get("img_per_s", 0.0)) for name, e in backends.items()
+          if name in installed and name != "torch" and isinstance(e, dict) and agrees(e)}
+    best = max(ok, key=ok.__getitem__, default=None)
+    torch_speed = float((backends.get("torch") or {}).get("img_per_s", 0.0))
+    if best is None or ("torch" in installed and torch_speed > TORCH_MARGIN * ok[best]):
         return "torch"
-    ok = [(float(e.get("img_per_s", 0.0)), name) for name, e in measured["backends"].items()
-          if name in installed and isinstance(e, dict) and (name == "torch" or agrees(e))]
-    return max(ok)[1] if ok else "torch"
+    return best
+
+
+def choose_backend(run_dir: str | Path, installed: list[str]) -> str:
+    """:func:`pick` on RUN/backends.json; torch when there is no current measurement."""
+    measured = read_measurement(run_dir) if Path(run_dir).is_dir() else None
+    return "torch" if measured is None else pick(measured["backends"], installed)

@@ -31,7 +31,7 @@ from imageclf.data.cache import cache_split
 from imageclf.data.sources import evaluation_split
 from imageclf.evaluation.evaluate import open_for_model
 from imageclf.evaluation.metrics import roc_auc
-from imageclf.inference.auto import BACKENDS_FILE, TOLERANCE, agrees, config_digest
+from imageclf.inference.auto import BACKENDS_FILE, TOLERANCE, agrees, config_digest, pick
 from imageclf.inference.backends import BACKENDS, load_backend, runtime_installed
 from imageclf.inference.onnx_predictor import OnnxPredictor
 from imageclf.inference.torch_predictor import TorchPredictor
@@ -79,16 +79,19 @@ def _figures(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[st
             "auc": float(roc_auc(labels, probs))}
 
 
-def _speed(model: Any, images: np.ndarray, repeats: int = 3) -> tuple[np.ndarray, float]:
-    """Probabilities and images per second of what ``predict`` runs (``predict_scored``: the OOD
-    score too, where the model has one), after one warm-up batch; the best of ``repeats`` passes."""
-    model.predict_scored(images[:8])
-    best, probs = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        probs, _ = model.predict_scored(images)
-        best = min(best, time.perf_counter() - t0)
-    return probs, len(images) / best
+def _interleaved_speeds(models: dict[str, Any], images: np.ndarray, rounds: int = 3
+                        ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each model's probabilities and images per second, best of ``rounds``, the models taking
+    turns in every round: on a shared machine a burst of load then slows them all, not one."""
+    probs, best = {}, dict.fromkeys(models, float("inf"))
+    for model in models.values():
+        model.predict_scored(images[:8])  # warm-up: first-call allocations, graph compilation
+    for _ in range(rounds):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            probs[name], _ = model.predict_scored(images)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return probs, {name: len(images) / s for name, s in best.items()}
 
 
 def quantize_run(model: TorchPredictor, run_dir: Path, fp32: bytes, val: Validation,
@@ -101,8 +104,8 @@ def quantize_run(model: TorchPredictor, run_dir: Path, fp32: bytes, val: Validat
              for i in range(0, min(len(val.images), CALIBRATION_IMAGES), CALIBRATION_BATCH)]
     int8 = quantize_graph(fp32, calib, info={"calibration_source": val.source})
     int8_model = OnnxPredictor(int8, model.config, str(run_dir), str(run_dir), variant="int8")
-    p32, s32 = _speed(fp32_model, val.images)
-    p8, s8 = _speed(int8_model, val.images)
+    probs, speeds = _interleaved_speeds({"fp32": fp32_model, "int8": int8_model}, val.images)
+    (p32, s32), (p8, s8) = (probs["fp32"], speeds["fp32"]), (probs["int8"], speeds["int8"])
     f32, f8 = _figures(p32, val.labels, model.threshold), _figures(p8, val.labels, model.threshold)
     figures = {"images": len(val.images), "fp32": {**f32, "img_per_s": s32}, "int8": {**f8, "img_per_s": s8},
                "accuracy_change": f8["accuracy"] - f32["accuracy"], "auc_change": f8["auc"] - f32["auc"],
@@ -126,28 +129,33 @@ def int8_summary(figures: dict[str, Any]) -> str:
 
 def measure_backends(run_dir: Path, val: Validation, reporter: Reporter = QUIET) -> dict[str, Any]:
     """Each installed backend's speed and agreement with torch on ``val``: RUN/backends.json."""
-    reference = load_backend(run_dir, "torch", device="cpu")
-    ref_probs, ref_speed = _speed(reference, val.images)
-    threshold = reference.threshold
-    ref = _figures(ref_probs, val.labels, threshold)
-    results: dict[str, Any] = {"torch": {"variant": "fp32", "img_per_s": ref_speed, **ref}}
+    models = {"torch": load_backend(run_dir, "torch", device="cpu")}
     for name in BACKENDS:
         runtime, _, variant = name.partition("-")
         if name in ("torch", "auto") or not runtime_installed(runtime):
             continue
         if variant == "int8" and not (run_dir / INT8_FILE).is_file():
             continue
-        probs, speed = _speed(load_backend(run_dir, name), val.images)
-        got = _figures(probs, val.labels, threshold)
-        entry = {"variant": variant or "fp32", "img_per_s": speed, **got,
-                 "max_abs_diff": float(np.abs(probs - ref_probs).max()) if len(probs) else 0.0,
-                 "same_decisions": float(np.mean(decide(probs, threshold) == decide(ref_probs, threshold))),
+        models[name] = load_backend(run_dir, name)
+    probs, speeds = _interleaved_speeds(models, val.images)
+    threshold = models["torch"].threshold
+    ref_probs = probs["torch"]
+    ref = _figures(ref_probs, val.labels, threshold)
+    results: dict[str, Any] = {"torch": {"variant": "fp32", "img_per_s": speeds["torch"], **ref}}
+    for name in models:
+        if name == "torch":
+            continue
+        got = _figures(probs[name], val.labels, threshold)
+        entry = {"variant": name.partition("-")[2] or "fp32", "img_per_s": speeds[name], **got,
+                 "max_abs_diff": float(np.abs(probs[name] - ref_probs).max()) if len(ref_probs) else 0.0,
+                 "same_decisions": float(np.mean(decide(probs[name], threshold)
+                                                 == decide(ref_probs, threshold))),
                  "accuracy_drop": ref["accuracy"] - got["accuracy"], "auc_drop": ref["auc"] - got["auc"]}
         entry["agrees"] = agrees(entry)
         results[name] = entry
-    chosen = max((e["img_per_s"], n) for n, e in results.items() if n == "torch" or e["agrees"])[1]
-    d = {"config_sha256": config_digest(reference.config), "images": len(val.images), "source": val.source,
-         "tolerance": TOLERANCE, "backends": results, "auto": chosen, "cpus": os.cpu_count(),
+    d = {"config_sha256": config_digest(models["torch"].config), "images": len(val.images),
+         "source": val.source, "tolerance": TOLERANCE, "backends": results,
+         "auto": pick(results, list(results)), "cpus": os.cpu_count(),
          "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
          "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_text(run_dir / BACKENDS_FILE, json.dumps(d, indent=2) + "\n")

@@ -114,6 +114,12 @@ def test_auto_picks_the_fastest_equal_installed_backend(trained_run, tmp_path, m
     assert choose_backend(run, installed) == "onnx"  # openvino-int8 is fastest but not installed
     assert choose_backend(run, [*installed, "openvino-int8"]) == "openvino-int8"
     assert choose_backend(run, ["torch", "openvino"]) == "torch"
+    # torch must beat the best equal graph backend by TORCH_MARGIN, which spares torch's import.
+    _write_measurement(run, {"torch": {"img_per_s": 110.0}, "onnx": {**fp32, "img_per_s": 100.0}})
+    assert choose_backend(run, installed) == "onnx"
+    _write_measurement(run, {"torch": {"img_per_s": 100.0 * auto.TORCH_MARGIN + 1},
+                             "onnx": {**fp32, "img_per_s": 100.0}})
+    assert choose_backend(run, installed) == "torch"
     _write_measurement(run, {"onnx": {**fp32, "img_per_s": 500.0}}, digest="0" * 64)  # another config
     assert choose_backend(run, installed) == "torch"
     (run / BACKENDS_FILE).write_text("{not json")
