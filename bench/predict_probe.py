@@ -26,6 +26,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     a = ap.parse_args()
     t0 = time.perf_counter()
+    from imageclf.core.runtime import configure_process
+
+    # As `imageclf predict` does before torch loads: on a busy machine libgomp's default
+    # spinning wait makes the torch backend's first pass several times slower.
+    configure_process()
     from imageclf.inference.backends import load_backend
     from imageclf.inference.predictions import expand_inputs
 
