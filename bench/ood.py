@@ -140,17 +140,19 @@ def compare_methods(model, train_x, train_y, val_x, far: dict[str, np.ndarray], 
 
     net, pre, dev = model.model, model.preprocessing, model.device
     sets = {"train": train_x, "val": val_x, **far}
-    inputs = {k: head_inputs(net, x, pre, dev) for k, x in sets.items()}  # (features, pixel stats)
+    inputs = {k: head_inputs(net, x, pre, dev) for k, x in sets.items()}  # (features, pixels, pool, width)
     variants = {"mahalanobis + knn + flat": (("mahalanobis", "knn"), True),
                 "mahalanobis + flat": (("mahalanobis",), True), "knn + flat": (("knn",), True),
                 "mahalanobis": (("mahalanobis",), False), "knn": (("knn",), False), "flat": ((), True)}
     out = {}
     for name, (methods, flat) in variants.items():
-        parts = [(0, fit_scorer(m, inputs["train"][0], train_y)) for m in methods]
+        pool = inputs["train"][2]  # the features come pooled (head_inputs)
+        parts = [(0, fit_scorer(m, inputs["train"][0], train_y, pooled_by=pool)) for m in methods]
         if flat:
             parts.append((1, fit_scorer(PIXEL_METHOD, inputs["train"][1], train_y)))
         with torch.no_grad():
-            raw = {k: [s(torch.from_numpy(v[i])).numpy() for i, s in parts]
+            raw = {k: [(s.score_pooled if i == 0 else s)(torch.from_numpy(v[i]).float()).numpy()
+                       for i, s in parts]
                    for k, v in inputs.items() if k != "train"}
         scales = [np.quantile(r, SCALE_QUANTILE) for r in raw["val"]]
         score = {k: np.max([r / s for r, s in zip(rs, scales)], 0) for k, rs in raw.items()}

@@ -189,3 +189,49 @@ def test_wide_features_are_pooled_to_a_covariance_that_fits(tmp_path):
     stats = OodStats("mahalanobis", [[OodPart("features", scorer)]], threshold=1.0)
     back = read_ood(tmp_path, save_ood(tmp_path, stats))
     torch.testing.assert_close(back.members[0][0].scorer(x), scorer(x))
+
+
+def _broadcast_reference(scorer, feats: torch.Tensor) -> torch.Tensor:
+    """The formulation before the products (float32, as it ran): pool by a mean, whiten, then
+    broadcast against every class mean."""
+    x = feats
+    pad = (-x.shape[1]) % scorer.pool
+    x = torch.nn.functional.pad(x, (0, pad)).reshape(len(x), -1, scorer.pool).mean(-1)
+    if scorer.method == "mahalanobis":
+        z = x @ scorer.whiten
+        return (z.unsqueeze(1) - scorer.means.unsqueeze(0)).pow(2).sum(-1).min(1).values
+    unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return 1.0 - (unit @ scorer.bank.t()).topk(scorer.k, dim=1).values[:, -1]
+
+
+@pytest.mark.parametrize("width", [40, 700, 2048 * 2 + 6])  # one block; several; pooled with a pad
+def test_the_product_formulation_equals_the_broadcast_one(width):
+    from imageclf.modelfile.ood import OodScorer
+
+    rng = np.random.default_rng(width)
+    n, classes = 600, 7
+    labels = np.arange(n) % classes
+    # Unequal spreads and class means far from the origin: the expansion's cancellation at its worst.
+    feats = rng.normal(0, 1, (n, width)) * np.linspace(0.2, 3.0, width) + 30.0 + labels[:, None]
+    feats = feats.astype(np.float32)
+    probe = torch.from_numpy(np.concatenate([feats[:50], rng.normal(25, 8, (20, width))]).astype(np.float32))
+    for method in ("mahalanobis", "knn"):
+        scorer = fit_scorer(method, feats, labels)
+        torch.testing.assert_close(scorer(probe), _broadcast_reference(scorer, probe), rtol=1e-5, atol=0)
+    # A whitening that is not triangular (from another producer) takes the one-product path.
+    torch.manual_seed(0)
+    dense = OodScorer("mahalanobis", {"whiten": torch.randn(40, 40) / 6, "means": torch.randn(3, 40) + 5})
+    assert len(dense.row_ends) == 1
+    x = torch.randn(30, 40) + 2
+    torch.testing.assert_close(dense(x), _broadcast_reference(dense, x), rtol=1e-5, atol=0)
+
+
+def test_only_the_stored_statistics_are_written(tmp_path):
+    feats, labels = _clusters(d=600)
+    scorer = fit_scorer("mahalanobis", feats, labels)
+    assert len(scorer.row_ends) > 1  # the whitening is split in blocks, held as derived buffers
+    assert set(scorer.tensors()) == set(scorer.state_dict()) == {"whiten", "means"}
+    stats = OodStats("mahalanobis", [[OodPart("features", scorer)]], threshold=1.0)
+    back = read_ood(tmp_path, save_ood(tmp_path, stats))
+    x = torch.from_numpy(feats[:5])
+    torch.testing.assert_close(back.members[0][0].scorer(x), scorer(x))
