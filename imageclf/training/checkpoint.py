@@ -92,3 +92,17 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, dict[str, torch.Tensor]], 
             groups.setdefault(group, {})[key] = value
     optimizer = _unflatten_optimizer(meta.pop("optimizer"), tensors)
     return groups, optimizer, meta
+
+
+def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Each optimizer state tensor (Adam's moments) in its parameter's memory layout again.
+
+    A checkpoint stores them contiguous; a channels-last convolution weight's moments then come
+    back in another layout than the weight's. The elementwise update gives the same numbers
+    either way, but a fused kernel (:data:`imageclf.training.optim.FUSED`) walks the buffers
+    side by side and would pair each weight with another one's moments.
+    """
+    for param, entry in optimizer.state.items():
+        for key, value in entry.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                entry[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)

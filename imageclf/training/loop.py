@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.markup import escape
 from torch import nn
 
@@ -26,13 +25,10 @@ from imageclf.core.errors import ConfigError
 from imageclf.core.progress import QUIET, Reporter
 from imageclf.core.runtime import configure_process
 from imageclf.data.cache import CachedSplit, batches
-from imageclf.data.images import Preprocessing
 from imageclf.data.sources import Dataset, Split, training_splits
-from imageclf.data.transforms import augment, normalize, to_float
 from imageclf.inference.forward import pool_before_relu, resolve_device
 from imageclf.inference.ood import fit_for_run
 from imageclf.models import check_forward, create_model, num_params
-from imageclf.models.heads import logit_predictions, training_targets
 from imageclf.models.heads import num_outputs as outputs_for
 from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
@@ -45,6 +41,14 @@ from imageclf.training.precision import bf16_cpu_warning, cpu_has_native_bf16, u
 from imageclf.training.pretrained import load_pretrained, resolve_pretrained
 from imageclf.training.probe import run_probe
 from imageclf.training.run import InterruptGuard, RunDir, TrainingState, prepare_caches, resumed_recipe
+from imageclf.training.steps import (
+    batch_plan,
+    class_weight_vector,
+    epoch_seed,
+    loss_per_sample,
+    step_inputs,
+    tally,
+)
 from imageclf.training.tracking import Tracking
 from imageclf.training.validation import validate
 
@@ -57,48 +61,6 @@ class FitResult:
     best_epoch: int  # counted from 1, as in metrics.json
     metrics: dict[str, Any]  # what RUN/metrics.json holds
     device: str  # the device it trained on, to load the model on
-
-
-def class_weight_vector(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """'balanced' weights, as scikit-learn and seed 002: n / (k * count_c)."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-
-
-def loss_per_sample(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """BCE on one logit (target: probability of class 1) or CE on K logits (target: soft labels)."""
-    if logits.shape[1] == 1:
-        t = target * (1 - smoothing) + 0.5 * smoothing
-        return F.binary_cross_entropy_with_logits(logits[:, 0].float(), t, reduction="none")
-    k = logits.shape[1]
-    t = target * (1 - smoothing) + smoothing / k
-    return -(t * F.log_softmax(logits.float(), 1)).sum(1)
-
-
-def batch_plan(n: int, batch_size: int, epoch: int, seed: int, steps: int | None) -> list[np.ndarray]:
-    """The index batches of one epoch: a fresh permutation per pass, reproducible from the seed.
-
-    With ``steps`` (Keras' steps_per_epoch) the epoch takes that many batches from an
-    endless stream of passes, as a Keras generator does.
-    """
-    def one_pass(p: int) -> list[np.ndarray]:
-        perm = np.random.default_rng([seed, p]).permutation(n)
-        return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
-
-    if steps is None:
-        return one_pass(epoch)
-    per_pass = -(-n // batch_size)
-    first = epoch * steps
-    batches: list[np.ndarray] = []
-    p = first // per_pass
-    while len(batches) < steps + first % per_pass:
-        batches += one_pass(1_000_000 + p)
-        p += 1
-    return batches[first % per_pass: first % per_pass + steps]
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7_919) % (2**63)
 
 
 def train_one_epoch(state: TrainingState, recipe: Recipe, train: CachedSplit, class_w: torch.Tensor | None,
@@ -155,7 +117,7 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train: CachedSplit, cl
             opt.step()
             if state.ema is not None:
                 state.ema.update(dist.unwrap(model))
-            _tally(sums, logits, labels, total, own)
+            tally(sums, logits, labels, total, own)
             state.step_in_epoch = step + 1
             bar.advance(len(plan[step]), **({"loss": float(sums["loss"] / sums["n"])}
                                             if step % 20 == 19 else {}))
@@ -164,41 +126,6 @@ def train_one_epoch(state: TrainingState, recipe: Recipe, train: CachedSplit, cl
                                                .float()).tolist()
     n = max(n, 1.0)
     return {"loss": loss_sum / n, "accuracy": correct / n}
-
-
-def step_inputs(state: TrainingState, recipe: Recipe, pre: Preprocessing, pixels: np.ndarray,
-                 labels: np.ndarray, class_w: torch.Tensor | None, mix_seed: list[int]):
-    """One step's batch on the device: augmented and normalised images, labels, (mixed) targets
-    and per-image weights (None without class weights)."""
-    device, k = state.device, state.num_outputs
-    xb, yb = torch.from_numpy(pixels), torch.from_numpy(labels)
-    if device.type == "cuda":
-        xb, yb = xb.pin_memory(), yb.pin_memory()
-    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-    x = augment(to_float(xb), recipe.augment, state.aug_gen)
-    x = normalize(x, pre.mean, pre.std)
-    x = x.contiguous(memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
-    target = training_targets(yb, k)
-    weight = class_w[yb] if class_w is not None else None
-    if recipe.mixup:
-        lam = float(np.random.default_rng(mix_seed).beta(recipe.mixup, recipe.mixup))
-        perm = torch.randperm(len(x), generator=state.aug_gen, device=device)
-        x = lam * x + (1 - lam) * x[perm]
-        target = lam * target + (1 - lam) * target[perm]
-        if weight is not None:
-            weight = lam * weight + (1 - lam) * weight[perm]
-    return x, yb, target, weight
-
-
-def _tally(sums: dict[str, torch.Tensor], logits: torch.Tensor, labels: torch.Tensor,
-           loss_sum: torch.Tensor, own: int) -> None:
-    """Add one step to the epoch's loss, correct and image counts (this rank's own images only)."""
-    with torch.no_grad():
-        pred = logit_predictions(logits)
-        if own:
-            sums["loss"] += loss_sum.detach().float()
-            sums["correct"] += (pred == labels).sum()
-        sums["n"] += own
 
 
 def fit(data: str | Path | Dataset, recipe: str | Path | Recipe | None, out: str | Path,
@@ -265,7 +192,8 @@ def prepare_run(data: str | Path | Dataset, recipe: str | Path | Recipe | None, 
     if resume_from is not None:
         resolved = resumed_recipe(resume_from["recipe"], recipe, overrides)
     dataset = options.open_dataset(data)
-    if resume_from is not None and resume_from["data"]["sha256"] != dataset.fingerprint()["sha256"]:
+    if resume_from is not None and (resume_from["data"]["sha256"]
+                                    != folder.data_fingerprint(dataset)["sha256"]):
         rep.warn(f"{dataset.source} is not the data this run started on (its fingerprint changed); "
                  "resuming anyway")
     train_split, val_split = training_splits(dataset, resolved.val_fraction, resolved.carve_seed)
@@ -356,7 +284,7 @@ def _epoch(run: PreparedRun, state: TrainingState, train: CachedSplit, val: Cach
     """Train and validate one epoch (or its rest), checkpoint it; (its history row, whether to stop)."""
     recipe, rep, epoch = run.recipe, run.rep, state.epoch
     if state.step_in_epoch == 0:
-        state.start_epoch(_epoch_seed(recipe.seed, epoch))
+        state.start_epoch(epoch_seed(recipe.seed, epoch))
     t0 = time.perf_counter() - state.epoch_seconds
     logs = train_one_epoch(state, recipe, train, class_w, rep, amp=run.amp,
                            on_step=lambda: (run.folder.maybe_checkpoint(state, recipe, run.dataset),
@@ -385,9 +313,10 @@ def _epoch(run: PreparedRun, state: TrainingState, train: CachedSplit, val: Cach
 def finish(run: PreparedRun, state: TrainingState, train: CachedSplit, val: CachedSplit) -> FitResult:
     """Back to the best epoch's weights (unless the recipe says otherwise), validate them, save."""
     recipe = run.recipe
-    if recipe.early_stopping is None or recipe.early_stopping.restore_best:
+    restore = recipe.early_stopping is None or recipe.early_stopping.restore_best
+    if restore:
         state.restore_best()
-    final = validate(state, recipe, val).as_row()
+    final = _last_validation(state, recipe, restore) or validate(state, recipe, val).as_row()
     ood = fit_for_run(state.eval_model(), train, val, recipe, state.device, run.options.ood_keep,
                       run.rep) if dist.is_main() else None
     metrics = run.folder.finish(state, recipe, run.dataset, train, val, final, run.pretrained, ood)
@@ -396,6 +325,14 @@ def finish(run: PreparedRun, state: TrainingState, train: CachedSplit, val: Cach
                   f"{final['val_loss']:.4f}, val_accuracy {final['val_accuracy']:.4f}, "
                   f"val_auc {final['val_auc']:.4f})")
     return FitResult(run.folder.path, state.best_epoch + 1, metrics, str(run.device))
+
+
+def _last_validation(state: TrainingState, recipe: Recipe, restored: bool) -> dict[str, float] | None:
+    """The last epoch's validation figures when the final weights are the ones it validated (the
+    best epoch was the last, or the best is not restored): validating them again gives the same."""
+    if recipe.probe or not state.history or (restored and state.best_epoch != state.history[-1]["epoch"] - 1):
+        return None
+    return {k: state.history[-1][k] for k in ("val_loss", "val_accuracy", "val_auc")}
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

@@ -1,4 +1,5 @@
 import csv
+import json
 import sys
 
 import numpy as np
@@ -195,3 +196,34 @@ def test_the_best_epochs_weights_stay_restored_for_validation_and_saving(ema):
     for _ in range(2):  # the final validation, then the saved model, each ask for eval_model()
         got = state.eval_model().state_dict()
         assert all(torch.equal(got[k], best[k]) for k in best)
+
+
+@pytest.mark.parametrize("lr", [1e-3, 30.0])  # a sane run, and one that diverges after its first epoch
+def test_final_validation_is_the_restored_epochs_own(tmp_path, tiny_folders, monkeypatch, lr):
+    # The final figures are validated again only when the restored weights are not the last
+    # epoch's; either way they are the best epoch's, as history.csv has them.
+    from imageclf.data.dataset import Dataset
+    from imageclf.training import loop
+
+    calls = {"validate": 0, "fingerprint": 0}
+    validate, fingerprint = loop.validate, Dataset.fingerprint
+
+    def counting_validate(*args, **kwargs):
+        calls["validate"] += 1
+        return validate(*args, **kwargs)
+
+    def counting_fingerprint(self):
+        calls["fingerprint"] += 1
+        return fingerprint(self)
+
+    monkeypatch.setattr(loop, "validate", counting_validate)
+    monkeypatch.setattr(Dataset, "fingerprint", counting_fingerprint)
+    imageclf.train(tiny_folders, "catsdogs-2conv", tmp_path / "run", device="cpu", **TINY,
+                   optimizer="sgd", optimizer_kwargs={}, lr=lr)
+    rows = _history(tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    best = rows[metrics["best_epoch"] - 1]
+    assert metrics["val_loss"] == pytest.approx(float(best["val_loss"]))
+    assert metrics["val_accuracy"] == pytest.approx(float(best["val_accuracy"]))
+    assert calls["validate"] == len(rows) + (metrics["best_epoch"] != len(rows))
+    assert calls["fingerprint"] == 1  # once per run, not at every checkpoint

@@ -29,11 +29,11 @@ from imageclf.models.heads import num_outputs
 from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training.finetune import freeze_batchnorm
-from imageclf.training.loop import batch_plan, loss_per_sample, step_inputs
 from imageclf.training.optim import build_optimizer, set_lr
 from imageclf.training.options import TrainOptions
 from imageclf.training.pretrained import load_pretrained, resolve_pretrained
 from imageclf.training.run import TrainingState, prepare_caches
+from imageclf.training.steps import batch_plan, loss_per_sample, step_inputs
 
 SMOOTHING = 0.98  # of the loss's exponential moving average, as fastai
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times its minimum

@@ -51,7 +51,12 @@ from imageclf.recipes import resolve_recipe
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
 from imageclf.training.callbacks import EarlyStopper, ModelEma, PlateauReducer
-from imageclf.training.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
+from imageclf.training.checkpoint import (
+    checkpoint_meta,
+    load_checkpoint,
+    match_state_layouts,
+    save_checkpoint,
+)
 from imageclf.training.options import TrainOptions
 
 CHECKPOINT_EVERY_S = 600.0
@@ -268,6 +273,14 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._last_checkpoint = time.monotonic()
+        self._data: tuple[Dataset, dict] | None = None
+
+    def data_fingerprint(self, dataset: Dataset) -> dict:
+        """``dataset.fingerprint()``, computed once per run: it stats every file (60,000 of them:
+        0.3-2 s), and every checkpoint and the model file record it."""
+        if self._data is None or self._data[0] is not dataset:
+            self._data = (dataset, dataset.fingerprint())
+        return self._data[1]
 
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT_FILE).is_file()
@@ -304,7 +317,7 @@ class RunDir:
             "plateau": state.plateau.state_dict() if state.plateau else None,
             "ema_updates": state.ema.updates if state.ema else 0,
             "sums": {k: float(v) for k, v in state.epoch_sums.items()},
-            "data": dataset.fingerprint(), "classes": dataset.classes,
+            "data": self.data_fingerprint(dataset), "classes": dataset.classes,
         }
 
     def checkpoint(self, state: TrainingState, recipe, dataset: Dataset) -> None:
@@ -328,6 +341,7 @@ class RunDir:
         groups = ckpt["groups"]
         state.net.load_state_dict(groups["model"])
         state.optimizer.load_state_dict(ckpt["optimizer"])
+        match_state_layouts(state.optimizer)
         if state.ema is not None:
             state.ema.shadow = {k: v.to(state.device) for k, v in groups["ema"].items()}
             state.ema.updates = ckpt["ema_updates"]
@@ -385,7 +399,7 @@ class RunDir:
             architecture=recipe.model, architecture_kwargs=dict(recipe.model_kwargs),
             classes=list(dataset.classes), preprocessing=recipe.preprocessing(),
             threshold=recipe.threshold, tta=list(recipe.tta), name=recipe.name,
-            recipe=recipe.to_dict(), metrics=metrics, data=dataset.fingerprint(),
+            recipe=recipe.to_dict(), metrics=metrics, data=self.data_fingerprint(dataset),
             pretrained=dict(pretrained or {}),
         )
         if ood is not None:
