@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from imageclf.core.signalstack import keep_signal_stack
 from imageclf.inference.graph_predictor import GraphPredictor
 from imageclf.modelfile.config import ModelConfig
 
@@ -26,7 +27,10 @@ def compile_graph(onnx_model: bytes, threads: int | None = None, hint: str = PER
     config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    return core.compile_model(core.read_model(onnx_model), "CPU", config)
+    # Compiling leaves this thread an alternate signal stack that OpenVINO frees later: the next
+    # Ctrl-C would land on freed memory (imageclf/core/signalstack.py).
+    with keep_signal_stack():
+        return core.compile_model(core.read_model(onnx_model), "CPU", config)
 
 
 class OpenVinoPredictor(GraphPredictor):
@@ -37,12 +41,14 @@ class OpenVinoPredictor(GraphPredictor):
     def __init__(self, onnx_model: bytes, config: ModelConfig, source: str,
                  run_dir: str | None = None, threads: int | None = None, variant: str = "fp32") -> None:
         self.compiled = compile_graph(onnx_model, threads)
-        self.request = self.compiled.create_infer_request()
+        with keep_signal_stack():
+            self.request = self.compiled.create_infer_request()
         # An output answers to every tensor name the graph gives it ("probs" and internal ones).
         self._ports = {name: o for o in self.compiled.outputs for name in o.get_names()}
         super().__init__(config, source, run_dir, set(self._ports), variant)
 
     def infer(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
-        results = self.request.infer({0: x})
+        with keep_signal_stack():
+            results = self.request.infer({0: x})
         # Copies: the request reuses its output buffers on the next call.
         return [np.array(results[self._ports[n]]) for n in names]
