@@ -27,10 +27,10 @@ import os
 import resource
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from .procmon import watch
+from .profile_step import timed_steps
 from .runners import IMAGECLF_ENV
 from .workloads import _subset_npz, default_sources, npz_folder
 
@@ -68,15 +68,7 @@ def child(a: argparse.Namespace) -> None:
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - t0 < a.seconds:
-        step()
-        n += 1
-    print(json.dumps({"img_per_s": round(recipe.batch_size * n / (time.perf_counter() - t0), 2),
-                      "img_per_cpu_s": round(recipe.batch_size * n / (time.process_time() - c0), 2),
-                      "steps": n, "threads": torch.get_num_threads()}))
+    print(json.dumps({**timed_steps(step, recipe.batch_size, a.seconds), "threads": torch.get_num_threads()}))
 
 
 def ceiling(a: argparse.Namespace, env: dict[str, str], no_drop: bool = False) -> dict:

@@ -37,6 +37,21 @@ VARIANTS = [
 ]
 
 
+def timed_steps(step, batch: int, seconds: float, warm_up: int = 3) -> dict:
+    """Run ``step`` (one training step of ``batch`` images) for ``seconds`` after ``warm_up``
+    steps: images per second and per CPU-second, steps, minor page faults per step."""
+    for _ in range(warm_up):
+        step()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"img_per_s": round(batch * n / wall, 2), "img_per_cpu_s": round(batch * n / cpu, 2), "steps": n,
+            "faults_per_step": round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n)}
+
+
 def child(a: argparse.Namespace) -> None:
     """One variant, in this (fresh) process: prints a JSON line."""
     import torch
@@ -62,17 +77,7 @@ def child(a: argparse.Namespace) -> None:
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    while time.perf_counter() - t0 < a.seconds:
-        step()
-        n += 1
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    out = {"img_per_s": round(a.batch * n / wall, 1), "img_per_cpu_s": round(a.batch * n / cpu, 1),
-           "faults_per_step": round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n),
-           "threads": torch.get_num_threads()}
+    out = {**timed_steps(step, a.batch, a.seconds), "threads": torch.get_num_threads()}
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -22,7 +22,7 @@ BACKENDS_FILE = "backends.json"
 # What "measured equal" means: an fp32 graph gives torch's probabilities to PROBS and all its
 # decisions; an int8 graph loses at most ACCURACY of accuracy and AUC of ROC-AUC (the issue's
 # 0.5 points and 0.005) on the validation images.
-TOLERANCE = {"probs": 1e-4, "accuracy": 0.005, "auc": 0.005}
+TOLERANCE = {"probs": 1e-4, "accuracy": 0.005, "auc": 0.005, "ood": 0.995}
 # How much faster than the best equal graph backend torch must measure to be auto's choice.
 TORCH_MARGIN = 1.25
 
@@ -34,6 +34,11 @@ def config_digest(config: ModelConfig) -> str:
 
 def agrees(entry: dict[str, Any], tolerance: dict[str, float] = TOLERANCE) -> bool:
     """Whether one measured backend counts as equal to torch (see the module docstring)."""
+    # And either way the out-of-distribution answers: the same side of the threshold as torch's
+    # for all but 0.5 % of the images (an int8 graph on OpenVINO was measured scoring every
+    # Fashion-MNIST image far outside while its accuracy check alone could pass on another model).
+    if entry.get("same_ood_answers", 1.0) < tolerance.get("ood", 0.995):
+        return False
     if entry.get("variant") == "int8":
         return (entry.get("accuracy_drop", 1.0) <= tolerance["accuracy"] + 1e-12
                 and entry.get("auc_drop", 1.0) <= tolerance["auc"] + 1e-12)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imageclf.core.errors import ConfigError, ImageclfError, ModelFileError
-from imageclf.inference.auto import choose_backend
+from imageclf.inference.auto import agrees, choose_backend, read_measurement
 from imageclf.inference.classifier import Classifier
 from imageclf.inference.graph_predictor import GraphPredictor
 from imageclf.modelfile.config import ModelConfig, checked_weights, read_config
@@ -124,9 +124,25 @@ def load_torch(source: str | Path, device: str = "auto", threads: int | None = N
     return Classifier.load(source, device=device)
 
 
+def check_measured_equal(source: str | Path, backend: str) -> None:
+    """Refuse an int8 backend that ``imageclf export`` measured unequal to torch on the model's
+    validation images (quantisation is lossy, and a runtime can get it badly wrong)."""
+    measured = read_measurement(source) if Path(source).is_dir() else None
+    entry = (measured or {}).get("backends", {}).get(backend)
+    if isinstance(entry, dict) and not agrees(entry):
+        torch_acc = measured["backends"].get("torch", {}).get("accuracy", float("nan"))
+        raise ImageclfError(
+            f"{source}: {backend} was measured unequal to torch on {measured.get('images')} validation "
+            f"images at export (accuracy {entry.get('accuracy', float('nan')):.4f} against {torch_acc:.4f}, "
+            f"out-of-distribution answers {entry.get('same_ood_answers', 1.0):.1%} the same); use --backend "
+            "auto, which skips it, or another backend")
+
+
 def _graph_loader(runtime: str, variant: str) -> Loader:
     def load(source: str | Path, device: str = "auto", threads: int | None = None) -> Classifier:
         """The graph on the CPU (``device`` is ignored); ``threads`` caps the runtime's threads."""
+        if variant == "int8":
+            check_measured_equal(source, f"{runtime}-int8")
         return Classifier(load_graph(source, runtime, variant, threads))
     return load
 

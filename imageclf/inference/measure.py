@@ -79,19 +79,33 @@ def _figures(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[st
             "auc": float(roc_auc(labels, probs))}
 
 
-def _interleaved_speeds(models: dict[str, Any], images: np.ndarray, rounds: int = 3
-                        ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def _interleaved_speeds(models: dict[str, Any], images: np.ndarray, rounds: int = 3,
+                        ood: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each model's probabilities and images per second, best of ``rounds``, the models taking
-    turns in every round: on a shared machine a burst of load then slows them all, not one."""
+    turns in every round: on a shared machine a burst of load then slows them all, not one.
+    ``ood``, when given, receives each model's OOD scores (None for a model without them)."""
     probs, best = {}, dict.fromkeys(models, float("inf"))
     for model in models.values():
         model.predict_scored(images[:8])  # warm-up: first-call allocations, graph compilation
     for _ in range(rounds):
         for name, model in models.items():
             t0 = time.perf_counter()
-            probs[name], _ = model.predict_scored(images)
+            probs[name], scores = model.predict_scored(images)
             best[name] = min(best[name], time.perf_counter() - t0)
+            if ood is not None:
+                ood[name] = scores
     return probs, {name: len(images) / s for name, s in best.items()}
+
+
+def _same_ood_answers(scores: np.ndarray | None, reference: np.ndarray | None,
+                      threshold: float | None) -> float:
+    """The share of images on the same side of the OOD threshold as torch's (1.0 without a score).
+    Scores within 1e-4 of the threshold count as either side: the threshold is itself one of
+    the validation images' scores, which float rounding puts on one side or the other."""
+    if scores is None or reference is None or threshold is None or not len(reference):
+        return 1.0
+    near = np.abs(np.asarray(scores) - threshold) <= 1e-4 * max(abs(threshold), 1.0)
+    return float(np.mean(((scores > threshold) == (reference > threshold)) | near))
 
 
 def quantize_run(model: TorchPredictor, run_dir: Path, fp32: bytes, val: Validation,
@@ -137,7 +151,8 @@ def measure_backends(run_dir: Path, val: Validation, reporter: Reporter = QUIET)
         if variant == "int8" and not (run_dir / INT8_FILE).is_file():
             continue
         models[name] = load_backend(run_dir, name)
-    probs, speeds = _interleaved_speeds(models, val.images)
+    scores: dict[str, Any] = {}
+    probs, speeds = _interleaved_speeds(models, val.images, ood=scores)
     threshold = models["torch"].threshold
     ref_probs = probs["torch"]
     ref = _figures(ref_probs, val.labels, threshold)
@@ -150,7 +165,9 @@ def measure_backends(run_dir: Path, val: Validation, reporter: Reporter = QUIET)
                  "max_abs_diff": float(np.abs(probs[name] - ref_probs).max()) if len(ref_probs) else 0.0,
                  "same_decisions": float(np.mean(decide(probs[name], threshold)
                                                  == decide(ref_probs, threshold))),
-                 "accuracy_drop": ref["accuracy"] - got["accuracy"], "auc_drop": ref["auc"] - got["auc"]}
+                 "accuracy_drop": ref["accuracy"] - got["accuracy"], "auc_drop": ref["auc"] - got["auc"],
+                 "same_ood_answers": _same_ood_answers(scores[name], scores["torch"],
+                                                       models["torch"].ood_threshold)}
         entry["agrees"] = agrees(entry)
         results[name] = entry
     d = {"config_sha256": config_digest(models["torch"].config), "images": len(val.images),

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from imageclf.core.errors import ConfigError, DataError
+from imageclf.core.errors import ConfigError, DataError, ImageclfError
 from imageclf.inference import auto, backends
 from imageclf.inference.auto import BACKENDS_FILE, choose_backend, config_digest
 from imageclf.inference.backends import load_backend
@@ -154,3 +154,20 @@ def test_the_evaluate_command_prints_the_change_on_its_backend(measured_run, tin
     assert "accuracy" in out and "onnx against torch (fp32) on these 64 images" in out
     assert exit_code(["evaluate", run, tiny_folders, "--backend", "tflite"]) == 2
     assert "unknown backend 'tflite'" in capsys.readouterr().err
+
+
+def test_an_int8_backend_measured_unequal_is_refused_and_skipped(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    fp32 = {"variant": "fp32", "max_abs_diff": 1e-6, "same_decisions": 1.0}
+    broken = {"variant": "int8", "img_per_s": 9000.0, "accuracy": 0.2, "accuracy_drop": 0.7, "auc_drop": 0.3,
+              "same_ood_answers": 0.1}
+    _write_measurement(run, {"torch": {"img_per_s": 100.0, "accuracy": 0.9},
+                             "onnx": {**fp32, "img_per_s": 500.0}, "openvino-int8": broken})
+    assert choose_backend(run, ["torch", "onnx", "openvino-int8"]) == "onnx"
+    with pytest.raises(ImageclfError, match="openvino-int8 was measured unequal to torch .*accuracy 0.2000 "
+                                            "against 0.9000"):
+        load_backend(run, "openvino-int8")
+    # Probabilities alone are not enough: out-of-distribution answers must agree too.
+    assert not auto.agrees({**fp32, "same_ood_answers": 0.9})
+    assert auto.agrees({**fp32, "same_ood_answers": 0.999})
