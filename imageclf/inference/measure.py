@@ -32,7 +32,7 @@ from imageclf.data.sources import evaluation_split
 from imageclf.evaluation.evaluate import open_for_model
 from imageclf.evaluation.metrics import roc_auc
 from imageclf.inference.auto import BACKENDS_FILE, TOLERANCE, agrees, config_digest, pick
-from imageclf.inference.backends import BACKENDS, load_backend, runtime_installed
+from imageclf.inference.backends import BACKENDS, load_backend, load_graph, runtime_installed
 from imageclf.inference.onnx_predictor import OnnxPredictor
 from imageclf.inference.torch_predictor import TorchPredictor
 from imageclf.modelfile.onnx import onnx_bytes
@@ -141,16 +141,19 @@ def int8_summary(figures: dict[str, Any]) -> str:
             f"({figures['speedup']:.2f}x), same decisions {figures['same_decisions']:.1%}")
 
 
-def measure_backends(run_dir: Path, val: Validation, reporter: Reporter = QUIET) -> dict[str, Any]:
-    """Each installed backend's speed and agreement with torch on ``val``: RUN/backends.json."""
-    models = {"torch": load_backend(run_dir, "torch", device="cpu")}
+def measure_backends(model: TorchPredictor, run_dir: Path, val: Validation,
+                     reporter: Reporter = QUIET) -> dict[str, Any]:
+    """Each installed backend's speed and agreement with torch (``model``, RUN's PyTorch
+    predictor) on ``val``: RUN/backends.json. The graphs are loaded without the refusal of an
+    int8 backend an earlier measurement found unequal: this is what measures it again."""
+    models: dict[str, Any] = {"torch": model}
     for name in BACKENDS:
         runtime, _, variant = name.partition("-")
         if name in ("torch", "auto") or not runtime_installed(runtime):
             continue
         if variant == "int8" and not (run_dir / INT8_FILE).is_file():
             continue
-        models[name] = load_backend(run_dir, name)
+        models[name] = load_graph(run_dir, runtime, variant or "fp32")
     scores: dict[str, Any] = {}
     probs, speeds = _interleaved_speeds(models, val.images, ood=scores)
     threshold = models["torch"].threshold
@@ -225,7 +228,7 @@ def export_run(run_dir: str | Path, onnx_path: str | Path | None = None, *, int8
     if int8:
         out["int8"] = quantize_run(model, run_dir, fp32, val, force, reporter)
     if measure and target == run_dir / ONNX_FILE:
-        out["backends"] = measure_backends(run_dir, val, reporter)
+        out["backends"] = measure_backends(model, run_dir, val, reporter)
     return out
 
 

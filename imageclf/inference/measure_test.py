@@ -171,3 +171,16 @@ def test_an_int8_backend_measured_unequal_is_refused_and_skipped(trained_run, tm
     # Probabilities alone are not enough: out-of-distribution answers must agree too.
     assert not auto.agrees({**fp32, "same_ood_answers": 0.9})
     assert auto.agrees({**fp32, "same_ood_answers": 0.999})
+
+
+def test_exporting_again_measures_a_backend_the_last_export_found_unequal(measured_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(measured_run[0], run)
+    d = json.loads((run / BACKENDS_FILE).read_text())
+    d["backends"]["openvino-int8"].update(accuracy_drop=0.5, agrees=False)  # as if it had failed
+    (run / BACKENDS_FILE).write_text(json.dumps(d))
+    with pytest.raises(ImageclfError, match="measured unequal"):
+        load_backend(run, "openvino-int8")
+    out = export_run(run, int8=True, force=True)  # the measurement itself never refuses
+    assert out["backends"]["backends"]["openvino-int8"]["accuracy_drop"] < 0.5
+    assert load_backend(run, "openvino-int8").backend == "openvino-int8"
