@@ -1,14 +1,20 @@
-"""The decision rule every layer shares, in plain numpy (torch-free).
+"""The two-class rules every layer shares, in plain numpy (torch-free).
 
-Two classes are one logit (:mod:`imageclf.models.heads`): an image is positive (class 1) when
-p1 reaches the model's decision threshold; with more classes it is the most probable one.
-Here, below every layer, so that training, evaluation, the torch path and the torch-free
-ONNX / OpenVINO path decide with the same function.
+Two classes are one logit (:func:`num_outputs`; :mod:`imageclf.models.heads` turns logits into
+probabilities and targets): an image is positive (class 1) when p1 reaches the model's decision
+threshold; with more classes it is the most probable one (:func:`decide`). Here, below every
+layer, so that training, evaluation, the model file's config, the torch path and the torch-free
+ONNX / OpenVINO path use the same functions.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def num_outputs(num_classes: int) -> int:
+    """Network outputs for ``num_classes`` classes: 1 for two, else one per class."""
+    return 1 if num_classes == 2 else num_classes
 
 
 def decide(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:

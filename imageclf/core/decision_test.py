@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imageclf.core.decision import decide
+from imageclf.core.decision import decide, num_outputs
 
 
 def test_two_classes_are_positive_from_the_threshold_on():
@@ -17,3 +17,7 @@ def test_two_classes_are_positive_from_the_threshold_on():
 def test_more_classes_take_the_most_probable_whatever_the_threshold():
     probs = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
     assert decide(probs, threshold=0.99).tolist() == [1, 0]
+
+
+def test_two_classes_are_one_output_more_are_one_each():
+    assert [num_outputs(k) for k in (2, 3, 10)] == [1, 3, 10]

@@ -14,7 +14,8 @@ import pytest
 from imageclf.core.errors import ConfigError, ImageclfError, ModelFileError
 from imageclf.inference.backends import load_backend
 from imageclf.inference.classifier import Classifier
-from imageclf.inference.predictors import OnnxPredictor, OpenVinoPredictor
+from imageclf.inference.onnx_predictor import OnnxPredictor
+from imageclf.inference.openvino_predictor import OpenVinoPredictor
 from imageclf.modelfile.onnx import export_onnx, onnx_bytes
 
 pytest.importorskip("onnxruntime")

@@ -40,10 +40,11 @@ DEFAULT_BATCH = 64
 class Classifier:
     """A trained model with its preprocessing, classes and decision threshold, and the verbs on it.
 
-    The forward pass is its ``predictor``'s: a :class:`~imageclf.inference.predictors.TorchPredictor`
-    (what :meth:`load` gives) or an :class:`~imageclf.inference.predictors.OnnxPredictor`
-    (``load_backend(RUN, "onnx")``). A Classifier is a :class:`~imageclf.modelfile.predictor.Predictor`
-    itself, answering from the one it holds, so evaluate, calibrate, export and the server take it.
+    The forward pass is its ``predictor``'s: a :class:`~imageclf.inference.torch_predictor.TorchPredictor`
+    (what :meth:`load` gives) or a :class:`~imageclf.inference.graph_predictor.GraphPredictor` on
+    ONNX Runtime or OpenVINO (``load_backend(RUN, "onnx")``). A Classifier is a
+    :class:`~imageclf.modelfile.predictor.Predictor` itself, answering from the one it holds, so
+    evaluate, calibrate, export and the server take it.
     """
 
     def __init__(self, predictor: Predictor, ood_mode: str = "refuse") -> None:

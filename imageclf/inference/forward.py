@@ -1,7 +1,7 @@
 """The one forward path from cached uint8 images to class probabilities.
 
 Validation during training, ``evaluate``, ``predict`` and the server all come here (the
-PyTorch predictor, :class:`~imageclf.inference.predictors.TorchPredictor`, runs it), so a
+PyTorch predictor, :class:`~imageclf.inference.torch_predictor.TorchPredictor`, runs it), so a
 probability means the same thing everywhere.
 """
 

@@ -16,11 +16,8 @@ from imageclf.inference.graph_predictor import GraphPredictor
 from imageclf.modelfile.config import ModelConfig
 from imageclf.modelfile.onnx_meta import INPUT_NAME
 
-# SessionOptions left at ONNX Runtime's defaults, or the tuned ones (for the measurement).
-ORT_TUNED = True
 
-
-def session_options(threads: int | None = None, tuned: bool = True):
+def session_options(threads: int | None = None):
     """The ``onnxruntime.SessionOptions`` a predictor's session is built with."""
     # Lazy: onnxruntime is the optional extra 'imageclf[onnx]' (load_onnx says so when absent).
     import onnxruntime as ort
@@ -28,11 +25,10 @@ def session_options(threads: int | None = None, tuned: bool = True):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    if tuned:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -42,12 +38,11 @@ class OnnxPredictor(GraphPredictor):
     backend = "onnx"
 
     def __init__(self, onnx_model: bytes, config: ModelConfig, source: str,
-                 run_dir: str | None = None, threads: int | None = None, variant: str = "fp32",
-                 tuned: bool = ORT_TUNED) -> None:
+                 run_dir: str | None = None, threads: int | None = None, variant: str = "fp32") -> None:
         # Lazy: onnxruntime is the optional extra 'imageclf[onnx]' (load_onnx says so when absent).
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(onnx_model, session_options(threads, tuned),
+        self.session = ort.InferenceSession(onnx_model, session_options(threads),
                                             providers=["CPUExecutionProvider"])
         super().__init__(config, source, run_dir, {o.name for o in self.session.get_outputs()}, variant)
 

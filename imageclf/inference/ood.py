@@ -24,7 +24,7 @@ from imageclf.data.sources import Dataset, carve_of, training_splits
 from imageclf.data.transforms import batch_input
 from imageclf.evaluation.evaluate import open_for_model
 from imageclf.inference.forward import predict_scored
-from imageclf.inference.predictors import TorchPredictor
+from imageclf.inference.torch_predictor import TorchPredictor
 from imageclf.modelfile.artifact import update_config
 from imageclf.modelfile.card import CARD_FILE, write_card
 from imageclf.modelfile.ood import (

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imageclf.core.decision import num_outputs
 from imageclf.core.errors import ModelFileError
 from imageclf.core.io import file_sha256
 from imageclf.data.images import Preprocessing
@@ -68,8 +69,7 @@ class ModelConfig:
 
     @property
     def num_outputs(self) -> int:
-        # The one-logit rule of imageclf.models.heads.num_outputs: 1 for two classes.
-        return 1 if len(self.classes) == 2 else len(self.classes)
+        return num_outputs(len(self.classes))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

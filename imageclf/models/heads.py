@@ -12,10 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def num_outputs(num_classes: int) -> int:
-    """Network outputs for ``num_classes`` classes: 1 for two, else one per class."""
-    return 1 if num_classes == 2 else num_classes
+from imageclf.core.decision import num_outputs  # noqa: F401  (the one-logit rule, torch-free)
 
 
 def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

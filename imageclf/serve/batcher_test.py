@@ -201,7 +201,7 @@ def test_batcher_alone_splits_nothing_and_skips_abandoned_requests():
 def test_onnx_backend_serves_the_same_answers(served_model, trained_run, png_bytes):
     pytest.importorskip("onnxruntime")
     from imageclf.inference.backends import load_backend
-    from imageclf.inference.predictors import OnnxPredictor
+    from imageclf.inference.onnx_predictor import OnnxPredictor
     from imageclf.modelfile.onnx import onnx_bytes
 
     # A bare predictor (no Classifier around it), from bytes as from a bare .onnx file: no folder.
