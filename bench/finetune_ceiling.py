@@ -21,7 +21,6 @@ usage: python -m bench.finetune_ceiling [--recipe xray-lite0] [--epochs 3] [--ro
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from .procmon import watch
 from .profile_step import timed_steps
-from .runners import IMAGECLF_ENV
+from .runners import IMAGECLF_ENV, read_history
 from .workloads import _subset_npz, default_sources, npz_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,11 +93,11 @@ def imageclf(a: argparse.Namespace, data: Path, out: Path) -> dict:
         raise SystemExit("imageclf train failed:\n" + "\n".join(text for _, text in watched.lines[-20:]))
     metrics = json.loads((out / "metrics.json").read_text())
     images = metrics["train_images"] * metrics["epochs_run"]
-    history = _history(out)
-    loop_s = sum(float(r["seconds"]) for r in history)
+    history = read_history(out)
+    loop_s = sum(r["seconds"] for r in history)
     return {"train_img_per_s": round(images / watched.seconds, 2),
             "loop_img_per_s": round(images / loop_s, 2),
-            "epoch_img_per_s": [float(r["images_per_s"]) for r in history],
+            "epoch_img_per_s": [r["images_per_s"] for r in history],
             "img_per_cpu_s": round(images / cpu, 2), "wall_s": round(watched.seconds, 1),
             "val_accuracy": metrics["val_accuracy"]}
 
@@ -106,11 +105,6 @@ def imageclf(a: argparse.Namespace, data: Path, out: Path) -> dict:
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _history(run: Path) -> list[dict]:
-    with open(run / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def prepare(a: argparse.Namespace) -> Path:

@@ -38,7 +38,8 @@ def _last_json(w: Watched) -> dict:
     raise RunFailed("no JSON line in the output:\n" + w.text[-2000:])
 
 
-def _history(run: Path) -> list[dict]:
+def read_history(run: Path) -> list[dict]:
+    """RUN/history.csv, one dict of floats per epoch."""
     with open(run / "history.csv", newline="") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
@@ -59,7 +60,7 @@ def imageclf_train(w: Workload, data: Path, out: Path, cache_dir: Path, *, epoch
     cmd += extra or []
     watched = watch(cmd, cwd=str(REPO), env=env)
     _check(watched, "imageclf train")
-    history = _history(out)
+    history = read_history(out)
     metrics = json.loads((out / "metrics.json").read_text())
     images = sum(row["images_per_s"] * row["seconds"] for row in history)
     epoch_ends = [t for t, _ in watched.all("epoch ") if re.match(r"\s*epoch \d+/\d+ ", _)]
