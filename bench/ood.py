@@ -13,6 +13,15 @@ that kind), and the share of that kind refused at the stored threshold; for the 
 images: the share still answered at that threshold and the accuracy, which the score leaves
 as it was. ``--compare`` also refits every scorer (Mahalanobis, kNN) on the training split's
 features and scores the max-logit and energy baselines, to choose the method by measurement.
+
+    python -m bench.ood RUN DATA --caps 2048,1024,512,256 --banks 4096,2048,1024,512 [--json F]
+
+is the cost study: for every (feature cap, knn bank) pair, the default ``mahalanobis+knn`` (+ flat)
+statistics are refitted in memory on the training split's features as ``imageclf ood`` would
+(RUN is only read), the threshold set on validation to keep the stored share, and each variant
+reports the OOD ROC-AUC and share refused per far-off kind, the validation share answered, the
+time of :meth:`~imageclf.modelfile.ood.OodStats.score` alone on 128 images on one thread (median
+of ``--repeats``) and the multiply-adds per image.
 """
 
 from __future__ import annotations
@@ -248,6 +257,231 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def fit_subset(n: int, seed: int) -> np.ndarray:
+    """The training images' indices the statistics are fitted on, as fit_ood draws them."""
+    from imageclf.inference.ood import MAX_FIT_IMAGES
+
+    if n <= MAX_FIT_IMAGES:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_FIT_IMAGES, replace=False))
+
+
+def variant_stats(feats: dict, pixels: dict, labels: np.ndarray, pool: int, bank: int, seed: int,
+                  fixed: list[tuple]) -> tuple:
+    """The default method's statistics for one (pool, bank), its parts scaled on validation as
+    fit_ood scales them, and the combined score of every image set (the largest scaled part).
+    ``fixed``: the parts that do not depend on the bank, (source, scorer, scores per image set)."""
+    from imageclf.modelfile.ood import SCALE_QUANTILE, OodPart, OodStats, fit_scorer
+
+    knn = fit_scorer("knn", feats["train"], labels, seed, pooled_by=pool, bank=bank)
+    with torch.no_grad():
+        knn_raw = {k: knn.score_pooled(torch.from_numpy(f).float()).numpy() for k, f in feats.items()
+                   if k != "train"}
+    parts = [fixed[0][:2], ("features", knn), *(f[:2] for f in fixed[1:])]
+    by_part = [fixed[0][2], knn_raw, *(f[2] for f in fixed[1:])]
+    raw = {k: [r[k] for r in by_part] for k in feats if k != "train"}
+    scales = [max(float(np.quantile(r, SCALE_QUANTILE)), 1e-12) for r in raw["val"]]
+    stats = OodStats("mahalanobis+knn", [[OodPart(src, s, c) for (src, s), c in zip(parts, scales)]],
+                     threshold=float("inf"))
+    return stats, {k: np.max([r / c for r, c in zip(rs, scales)], 0) for k, rs in raw.items()}
+
+
+def score_cost(stats, raw: torch.Tensor, x: torch.Tensor, repeats: int) -> float:
+    """Microseconds per image of ``stats.score`` on the batch (one thread, median of ``repeats``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for _ in range(3):
+                stats.score([raw], x)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                stats.score([raw], x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return float(np.median(times)) / len(x) * 1e6
+
+
+def score_macs(stats, width: int, pixel_values: int) -> dict:
+    """Multiply-adds per image of the score's parts: the pooling product, the whitening blocks,
+    the class ranking and the candidates, the knn product (and norm), the pixel spread."""
+    from imageclf.modelfile.ood import CANDIDATES
+
+    out = {"pool": 0, "mahalanobis": 0, "knn": 0, "flat": 2 * pixel_values}
+    for p in stats.members[0]:
+        s = p.scorer
+        if s.method == "mahalanobis":
+            blocks = [getattr(s, f"whiten_{j}").shape for j in range(len(s.row_ends))]
+            classes = s.means.shape[0]
+            ranked = (classes + min(CANDIDATES, classes)) * s.feature_dim
+            out["mahalanobis"] = sum(r * c for r, c in blocks) + ranked
+            out["pool"] = width if s.pool > 1 else 0
+        elif s.method == "knn":
+            out["knn"] = (s.bank.shape[0] + 1) * s.feature_dim
+    out["total"] = sum(out.values())
+    return out
+
+
+def study_rows(score: dict, threshold: float, auc) -> dict:
+    """Per far kind, the AUC against validation and the share refused at ``threshold``."""
+    zeros = np.zeros(len(score["val"]))
+    return {k: {"auc": auc(np.r_[zeros, np.ones(len(v))], np.r_[score["val"], v]),
+                "refused": float(np.mean(v > threshold))}
+            for k, v in score.items() if k != "val"}
+
+
+def study_cap(model, sets: dict, labels: np.ndarray, cap: int, banks: list[int], seed: int,
+              batch: tuple, repeats: int, draws: int = 1) -> list[dict]:
+    """Every bank's variant at one feature cap: the network runs once per image set. With
+    ``draws`` > 1 the knn bank is drawn that many times (seeds ``seed``, ``seed + 1``, ...): the
+    row holds the mean AUC and share refused, ``auc_sd`` the spread over the draws."""
+    from imageclf.evaluation.metrics import binary_roc_auc
+    from imageclf.inference.ood import head_inputs
+    from imageclf.modelfile.ood import PIXEL_METHOD, fit_scorer, threshold_for
+
+    net, pre, dev = model.model, model.preprocessing, model.device
+    inputs = {k: head_inputs(net, x, pre, dev, cap=cap) for k, x in sets.items()}
+    feats, pixels = {k: v[0] for k, v in inputs.items()}, {k: v[1] for k, v in inputs.items()}
+    pool, width = inputs["train"][2], inputs["train"][3]
+    maha = fit_scorer("mahalanobis", feats["train"], labels, seed, pooled_by=pool)
+    flat = fit_scorer(PIXEL_METHOD, pixels["train"], labels)
+    with torch.no_grad():
+        fixed = [("features", maha, {k: maha.score_pooled(torch.from_numpy(f).float()).numpy()
+                                     for k, f in feats.items() if k != "train"}),
+                 ("pixels", flat, {k: flat(torch.from_numpy(f).float()).numpy()
+                                   for k, f in pixels.items() if k != "train"})]
+    out = []
+    for bank in banks:
+        fitted = []
+        for s in range(seed, seed + draws):
+            stats, score = variant_stats(feats, pixels, labels, pool, bank, s, fixed)
+            stats.threshold = threshold_for(score["val"], model.config.ood["keep"])
+            fitted.append((stats, {"seed": s, "threshold": stats.threshold,
+                                   "val_kept": float(np.mean(score["val"] <= stats.threshold)),
+                                   "kinds": study_rows(score, stats.threshold, binary_roc_auc)}))
+        stats = fitted[0][0]
+        out.append({
+            "cap": cap, "pool": pool, "features": int(feats["train"].shape[1]), "width": width,
+            "bank": int(stats.members[0][1].scorer.bank.shape[0]), "bank_asked": bank,
+            **mean_of_draws([d for _, d in fitted]),
+            "us_per_image": round(score_cost(stats, *batch, repeats), 2),
+            "macs": score_macs(stats, width, int(np.prod(batch[1].shape[1:]))),
+        })
+    return out
+
+
+def mean_of_draws(draws: list[dict]) -> dict:
+    """The draws' threshold, share answered, per kind AUC and share refused, averaged; the AUC's
+    standard deviation over the draws per kind; the draws themselves."""
+    kinds = list(draws[0]["kinds"])
+    return {
+        "threshold": float(np.mean([d["threshold"] for d in draws])),
+        "val_kept": float(np.mean([d["val_kept"] for d in draws])),
+        "kinds": {k: {m: float(np.mean([d["kinds"][k][m] for d in draws])) for m in ("auc", "refused")}
+                  for k in kinds},
+        "auc_sd": {k: float(np.std([d["kinds"][k]["auc"] for d in draws])) for k in kinds},
+        "draws": draws,
+    }
+
+
+def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[int], banks: list[int],
+          repeats: int = 15, draws: int = 1) -> dict:
+    """The cost study (module docstring): one row per (cap, bank); RUN is only read."""
+    import os
+
+    import imageclf
+    from imageclf.data.transforms import batch_input
+    from imageclf.inference.ood import head_inputs
+    from imageclf.modelfile.ood import feature_pool
+
+    model = imageclf.load(run, device="cpu")
+    if not model.config.ood:
+        sys.exit(f"{run}: this model has no OOD statistics (train it with this imageclf)")
+    fit_seed = int(model.config.recipe.get("seed", 0))  # what training's own fit drew with
+    val_x, _, train_x, train_y = in_distribution(model, data)
+    index = fit_subset(len(train_x), fit_seed)
+    sets = {"train": train_x[index], "val": val_x, **{k: far_inputs(k, model, n, seed) for k in kinds}}
+    labels = np.asarray(train_y)[index]
+    probe = val_x[:128]
+    x = batch_input(probe, model.preprocessing, model.device)
+    raw = torch.from_numpy(head_inputs(model.model, probe, model.preprocessing, model.device,
+                                       cap=1 << 30)[0]).float()  # unpooled, as a graph sees them
+    rows, done = [], {}
+    for cap in caps:  # caps that pool alike give the same statistics: fitted once
+        pool = feature_pool(raw.shape[1], cap)
+        if pool not in done:
+            done[pool] = study_cap(model, sets, labels, cap, banks, fit_seed, (raw, x), repeats, draws)
+        rows += [{**r, "cap": cap} for r in done[pool]]
+    return {
+        "run": run, "data": data, "stored_threshold": model.config.ood["threshold"],
+        "keep": model.config.ood["keep"], "val_images": len(val_x), "bank_draws": draws,
+        "train_fit_images": len(index),
+        "far_images": {k: len(v) for k, v in sets.items() if k not in ("train", "val")},
+        "network_us_per_image": round(network_cost(model.model, x, repeats), 2),
+        "variants": rows, "cpu": cpu_name(),
+        "loadavg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(v.split(":", 1)[1].strip() for v in lines if v.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def network_cost(network, x: torch.Tensor, repeats: int) -> float:
+    """Microseconds per image of the network alone on the batch (one thread, median)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            network.eval()
+            network(x)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                network(x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return float(np.median(times)) / len(x) * 1e6
+
+
+def study_markdown(result: dict) -> str:
+    """One row per variant: validation answered, AUC (refused) per kind, the worst AUC's drop
+    from the default (cap FEATURE_CAP, bank KNN_BANK; else the first row), cost per image."""
+    from imageclf.modelfile.ood import FEATURE_CAP, KNN_BANK
+
+    rows = result["variants"]
+    kinds = list(rows[0]["kinds"])
+    ref = next((r for r in rows if (r["cap"], r["bank_asked"]) == (FEATURE_CAP, KNN_BANK)), rows[0])
+    lines = [
+        f"{result['run']}: {result['val_images']} validation images, fitted on {result['train_fit_images']} "
+        f"training images, {result['bank_draws']} knn bank draw(s) per row; far images "
+        f"{result['far_images']}; stored threshold {result['stored_threshold']:.4g}; "
+        f"network alone {result['network_us_per_image']} µs/img "
+        f"(torch, 1 thread); load {', '.join(f'{v:.2f}' for v in result['loadavg'])}",
+        "",
+        "| cap | D (pool) | bank | val answered | " + " | ".join(f"{k} AUC (refused)" for k in kinds)
+        + " | max AUC drop | AUC sd over draws | OOD µs/img | OOD MACs/img |",
+        "|---" * (len(kinds) + 8) + "|",
+    ]
+    for r in rows:
+        drop = max(ref["kinds"][k]["auc"] - r["kinds"][k]["auc"] for k in kinds)
+        cells = [f"{r['kinds'][k]['auc']:.4f} ({r['kinds'][k]['refused']:.1%})" for k in kinds]
+        cost = f"{r['us_per_image']:.1f} | {r['macs']['total'] / 1e6:.2f} M"
+        lines.append(f"| {r['cap']} | {r['features']} ({r['pool']}) | {r['bank']} | {r['val_kept']:.2%} | "
+                     + " | ".join(cells) + f" | {drop:+.4f} | {max(r['auc_sd'].values()):.4f} | {cost} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
@@ -256,10 +490,23 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=500, help="images of each far-off kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare", action="store_true", help="also refit and score every method")
+    ap.add_argument("--caps", help="cost study: feature caps, comma-separated (with --banks)")
+    ap.add_argument("--banks", help="cost study: knn bank sizes, comma-separated")
+    ap.add_argument("--repeats", type=int, default=15, help="cost study: timed repeats of the score")
+    ap.add_argument("--draws", type=int, default=1, help="cost study: knn banks drawn per variant")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
-    result = measure(args.run, args.data, args.kinds.split(","), args.n, args.seed, args.compare)
-    print(markdown(result))
+    kinds = args.kinds.split(",")
+    if args.caps or args.banks:
+        from imageclf.modelfile.ood import FEATURE_CAP, KNN_BANK
+
+        caps = [int(c) for c in (args.caps or str(FEATURE_CAP)).split(",")]
+        banks = [int(b) for b in (args.banks or str(KNN_BANK)).split(",")]
+        result = study(args.run, args.data, kinds, args.n, args.seed, caps, banks, args.repeats, args.draws)
+        print(study_markdown(result))
+    else:
+        result = measure(args.run, args.data, kinds, args.n, args.seed, args.compare)
+        print(markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from bench import ood
 from imageclf.data import synthetic
@@ -20,16 +23,45 @@ def test_made_inputs_are_seeded_and_what_they_say():
                for t in text)
 
 
-def test_measure_scores_a_trained_model(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A small trained model (catsdogs-2conv at 32 px gray: 128 head inputs) and its data."""
     import imageclf
 
-    data = synthetic.make_npz(tmp_path / "d.npz", n_train=96, n_val=48, size=28)
-    run = tmp_path / "run"
+    root = tmp_path_factory.mktemp("ood")
+    data = synthetic.make_npz(root / "d.npz", n_train=96, n_val=48, size=28)
+    run = root / "run"
     imageclf.train(data, "catsdogs-2conv", run, device="cpu", img_size=32, channels=1, epochs=2,
                    steps_per_epoch=None, batch_size=16)
+    return run, data
+
+
+def test_measure_scores_a_trained_model(tiny_run):
+    run, data = tiny_run
     result = ood.measure(str(run), str(data), ["blank", "noise"], 20, 0, compare=True)
     assert result["val_images"] == 48 and result["val_kept"] >= 0.98
     assert result["kinds"]["blank"]["auc"] == 1.0 and result["kinds"]["blank"]["refused"] == 1.0
     assert set(result["compare"]) >= {"mahalanobis + knn + flat", "knn", "max-logit", "energy"}
     table = ood.markdown(result)
     assert "| blank | 20 | 1.0000 | 100.0% |" in table and "| scorer | blank | noise | min |" in table
+
+
+def test_study_refits_every_cap_and_bank_in_memory_and_leaves_the_run_alone(tiny_run):
+    run, data = tiny_run
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    result = ood.study(str(run), str(data), ["blank", "noise"], 10, 0, [2048, 64, 32], [4096, 16], repeats=2,
+                       draws=2)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    rows = {(r["cap"], r["bank_asked"]): r for r in result["variants"]}
+    assert len(rows) == 6 and result["train_fit_images"] == 96 and result["val_images"] == 48
+    default, small = rows[(2048, 4096)], rows[(32, 16)]
+    assert (default["features"], default["pool"], default["bank"]) == (128, 1, 96)  # all 96 banked
+    assert (small["features"], small["pool"], small["bank"]) == (32, 4, 16) and rows[(64, 16)]["pool"] == 2
+    # The default variant is what training fitted: the same threshold, up to the float32 path.
+    assert abs(default["threshold"] - result["stored_threshold"]) <= 1e-3 * result["stored_threshold"]
+    assert small["macs"]["knn"] == 17 * 32 and small["macs"]["total"] < default["macs"]["total"]
+    assert all(r["val_kept"] >= 0.97 and r["us_per_image"] > 0 for r in rows.values())
+    assert default["kinds"]["blank"]["auc"] == 1.0 and len(small["draws"]) == 2
+    assert max(default["auc_sd"].values()) == 0.0  # every training feature banked: the draws agree
+    table = ood.study_markdown(result)
+    assert "| 32 | 32 (4) | 16 |" in table and "| 2048 | 128 (1) | 96 | " in table and "+0.0000" in table

@@ -79,6 +79,12 @@ def _x(x) -> str:
     return "–" if x is None else f"{x:.2f}x"
 
 
+def _acc(p: dict) -> str:
+    """Accuracy of the classes answered, and the share the OOD score would refuse."""
+    refused = p.get("refused")
+    return _f(p.get("accuracy"), 4) + ("" if refused is None else f" ({100 * refused:.1f} % OOD)")
+
+
 def _backend_rows(run: dict, keras_predict: float | None) -> list[str]:
     """One row per backend the run predicted on (fresh process each; auto names its choice)."""
     rows = []
@@ -89,7 +95,7 @@ def _backend_rows(run: dict, keras_predict: float | None) -> list[str]:
         chosen = f" → {p.get('backend')}" if backend == "auto" else ""
         torch_note = "" if p.get("torch_imported", True) else ", no torch"
         rows.append(f"| | predict on {backend}{chosen}{torch_note} | | | {_f(p.get('img_per_s'))} "
-                    f"| {_f(p.get('accuracy'), 4)} | {_f(p.get('peak_rss_mb'))} | | "
+                    f"| {_acc(p)} | {_f(p.get('peak_rss_mb'))} | | "
                     f"| {_x(_ratio(p.get('img_per_s'), keras_predict))} |")
     return rows
 
@@ -102,7 +108,7 @@ def table(record: dict) -> str:
              f"Machine: {summary(m)}. Load average (1/5/15 min) at start {m['load_at_start']}, "
              f"at end {record.get('load_at_end')}.", "",
              "| workload | run | train img/s | decoded / 1st epoch done / later epoch s "
-             "| predict img/s | test acc | peak MB: process RSS / tree PSS "
+             "| predict img/s | test acc (OOD-flagged share) | peak MB: process RSS / tree PSS "
              "| train ×Keras | train ×ceiling | predict ×Keras |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     checks = []
@@ -120,7 +126,7 @@ def table(record: dict) -> str:
                 f"| {label} | imageclf {variant} | {_f(t['train_img_per_s'])} "
                 f"(loop {_f(t['loop_img_per_s'])}) | {_f(t['decode_done_s'], 1)} / "
                 f"{_f(t['first_epoch_end_s'], 1)} / {_f(t['later_epoch_s'], 1)} | {_f(p.get('img_per_s'))} "
-                f"| {_f(p.get('accuracy'), 4)} | {_f(t.get('main_peak_rss_mb'))} / {_f(t['peak_pss_mb'])} "
+                f"| {_acc(p)} | {_f(t.get('main_peak_rss_mb'))} / {_f(t['peak_pss_mb'])} "
                 f"| {_x(r['train_vs_keras'])} "
                 f"| {_x(r['train_vs_ceiling'])} | {_x(r['predict_vs_keras'])} |")
             lines += _backend_rows(run, (e.get("keras") or {}).get("predict_img_per_s"))

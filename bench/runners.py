@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from imageclf.core.runtime import PROCESS_DEFAULTS
+
 from .procmon import Watched, watch
 from .workloads import Sources, Workload
 
@@ -128,9 +130,9 @@ def keras(w: Workload, data: Path, src: Sources, keras_python: str, *, epochs: i
             "main_peak_rss_mb": round(watched.main_peak_rss_mb, 1)}
 
 
-# The process settings imageclf makes for itself (imageclf/__init__.py, inference.py): the
-# ceiling is also run with them, so that a ratio to it measures the loop, not the environment.
-IMAGECLF_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "1"}
+# The process settings imageclf makes for itself (imageclf/core/runtime.py): the ceiling is
+# also run with them, so that a ratio to it measures the loop, not the environment.
+IMAGECLF_ENV = dict(PROCESS_DEFAULTS)
 
 
 def ceiling(spec: str, src: Sources, *, quick: bool, python: str = sys.executable,

@@ -16,21 +16,44 @@ the user set.
   allocations of 2 MB or more with transparent huge pages: 18,000 -> 1,900 page faults per
   step and ~30% more images per CPU-second. PyTorch reads it at the process' first large
   allocation, so ``fit`` and ``serve`` set it before theirs.
+- ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` (glibc): the rest of those faults.
+  glibc still maps blocks past its mmap threshold afresh and gives the top of its heap back
+  when it is freed; with both raised to 1 GiB a step reuses the memory the last one freed:
+  1,100-2,900 -> 0 page faults per step and 15-30 % more images per second (mnist-basic,
+  catsdogs-2conv, xray-5block on one thread, the 2-core EPYC). glibc reads these names at a
+  process' start (for the processes imageclf starts, e.g. DDP ranks); this process gets them
+  from ``mallopt`` at once. The cost: memory freed after the peak stays with the process.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 
 PROCESS_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+# glibc's mallopt parameter numbers (malloc.h) for the two environment names.
+MALLOPT_PARAMS = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}
 if sys.platform.startswith("linux"):
     PROCESS_DEFAULTS["THP_MEM_ALLOC_ENABLE"] = "1"
+    PROCESS_DEFAULTS.update(dict.fromkeys(MALLOPT_PARAMS, str(1 << 30)))
 
 
 def configure_process() -> dict[str, str]:
-    """Set each of :data:`PROCESS_DEFAULTS` that the environment does not set already;
-    returns what was set."""
+    """Set each of :data:`PROCESS_DEFAULTS` that the environment does not set already (the
+    glibc ones also in this process, with ``mallopt``); returns what was set."""
     changed = {k: v for k, v in PROCESS_DEFAULTS.items() if k not in os.environ}
     os.environ.update(changed)
+    for name in MALLOPT_PARAMS.keys() & changed.keys():
+        mallopt(MALLOPT_PARAMS[name], int(changed[name]))
     return changed
+
+
+def mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt(param, value)``; False where it refuses or there is no glibc (musl,
+    macOS). An older glibc caps the mmap threshold at 32 MiB: that is tried next."""
+    try:
+        set_option = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(set_option(param, value) or set_option(param, min(value, 32 << 20)))

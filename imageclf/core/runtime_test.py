@@ -16,12 +16,12 @@ from imageclf.core import runtime
 SETTINGS = tuple(runtime.PROCESS_DEFAULTS)
 
 
-def _python(code: str, **env: str) -> dict:
-    """Run ``code`` in a fresh interpreter whose environment has none of the settings (plus
-    ``env``); what it prints last, as JSON."""
+def _python(code: str, *argv: str, **env: str) -> dict:
+    """Run ``code`` (with ``argv``) in a fresh interpreter whose environment has none of the
+    settings (plus ``env``); what it prints last, as JSON."""
     clean = {k: v for k, v in os.environ.items() if k not in SETTINGS} | env
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=clean, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *argv], env=clean,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -83,3 +83,29 @@ def test_the_command_line_configures_the_process_before_torch_loads():
     """, OMP_WAIT_POLICY="ACTIVE")
     assert seen["torch_at_call"] is False and seen["torch_after"] is True
     assert seen["env"] == {**runtime.PROCESS_DEFAULTS, "OMP_WAIT_POLICY": "ACTIVE"}  # the user's value kept
+
+
+@pytest.mark.skipif("MALLOC_MMAP_THRESHOLD_" not in runtime.PROCESS_DEFAULTS, reason="glibc settings: Linux")
+def test_configured_process_reuses_freed_memory_without_page_faults():
+    code = """
+        import json, resource, sys
+        from imageclf.core import runtime
+        if sys.argv[-1] == "configure":
+            runtime.configure_process()
+
+        def faults_of_alloc_cycles():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(5):  # as a training step does: a large block written, freed, again
+                block = bytearray(48 << 20)
+                block[::4096] = b"x" * len(block[::4096])
+                del block
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+        faults_of_alloc_cycles()  # the first cycle maps the memory in either case
+        print(json.dumps({"faults": faults_of_alloc_cycles()}))
+    """
+    plain = _python(code, "plain")["faults"]
+    configured = _python(code, "configure")["faults"]
+    assert plain > 5 * (48 << 20) // 4096 // 2  # glibc maps and unmaps the block each time
+    assert configured < plain / 20
+

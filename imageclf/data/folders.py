@@ -15,7 +15,7 @@ import numpy as np
 
 from imageclf.core.errors import DataError
 from imageclf.data.dataset import SPLIT_NAMES, Dataset, Split, known_split_names, split_alias
-from imageclf.data.images import is_image_file
+from imageclf.data.images import image_files, is_image_file
 
 
 def visible_dirs(root: Path) -> list[Path]:
@@ -40,10 +40,10 @@ def _list_class_folder(root: Path, classes: list[str], split_name: str) -> Split
         folder = root / name
         if not folder.is_dir():
             continue
-        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
+        files = image_files(folder)
         if not files:
             raise DataError(f"{folder}: class folder {name!r} has no images")
-        paths += [str(p) for p in files]
+        paths += files
         labels += [label] * len(files)
     if not paths:
         raise DataError(f"{root}: no images found in its class folders")

@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,38 @@ def test_bad_preprocessing_rejected():
         Preprocessing(size=(8, 8), channels=2)
     with pytest.raises(ConfigError):
         Preprocessing(size=(8, 8), channels=1, resize="stretch")
+
+
+def _old_listing(folder):
+    """What image_files replaced: rglob with a stat per file, sorted as Path objects."""
+    from imageclf.data.images import is_image_file
+
+    return [str(p) for p in sorted(p for p in folder.rglob("*") if is_image_file(p))]
+
+
+def test_image_files_lists_what_rglob_found_in_the_same_order(tmp_path):
+    from imageclf.data.images import image_files
+
+    root = tmp_path / "data"
+    names = ["a/b.png", "a-b/c.jpg", "a/x/deep.JPEG", "a/.hidden.png", "a/notes.txt", ".cache/d.png",
+             "a.b/e.bmp", "z/f.png", "A/g.tif", "a/b-/h.png"]
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (root / "folder.png").mkdir()  # a folder named like an image is not a file
+    (root / "link.png").symlink_to(root / "z" / "f.png")  # a link to a file is listed
+    (root / "loop").symlink_to(root / "a", target_is_directory=True)  # linked folders are not walked
+    (root / "dangling.png").symlink_to(root / "missing.png")
+    found = image_files(root)
+    assert found == _old_listing(root)
+    assert str(root / "a-b" / "c.jpg") in found and str(root / "a" / "notes.txt") not in found
+    assert not any("loop" in f or "dangling" in f or "folder.png" in f for f in found)
+
+
+def test_image_files_of_the_current_folder_has_no_dot_prefix(tmp_path, monkeypatch):
+    from imageclf.data.images import image_files
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x.png").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    assert image_files(".") == ["c/x.png"] == _old_listing(Path("."))

@@ -30,6 +30,8 @@ from imageclf.modelfile.card import CARD_FILE, write_card
 from imageclf.modelfile.ood import (
     DEFAULT_KEEP,
     DEFAULT_METHOD,
+    FEATURE_CAP,
+    KNN_BANK,
     PIXEL_METHOD,
     SCALE_QUANTILE,
     OodPart,
@@ -53,10 +55,11 @@ MAX_FIT_IMAGES = 20_000
 
 @torch.inference_mode()
 def head_inputs(
-    network: nn.Module, images, pre: Preprocessing, device: torch.device, batch_size: int = 64
+    network: nn.Module, images, pre: Preprocessing, device: torch.device, batch_size: int = 64,
+    cap: int = FEATURE_CAP,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """(features the network's head sees, pooled, (N, D / pool) float64; pixel_stats (N, 3C);
-    the pool; the head's input width D) of uint8 (N, H, W, C) images.
+    """(features the network's head sees, pooled to at most ``cap`` values, (N, D / pool) float64;
+    pixel_stats (N, 3C); the pool; the head's input width D) of uint8 (N, H, W, C) images.
 
     Pooled batch by batch, in float64 as the fit uses them: 20,000 images of a head that sees
     18,432 values (mnist-basic) would otherwise hold 1.5 GB of features, and 3 GB as float64.
@@ -73,23 +76,26 @@ def head_inputs(
             x = batch_input(images[start : start + batch_size], pre, device)
             captured.clear()
             network(x)
-            f = captured[-1].flatten(1).cpu().double()
+            # Pooled in float32, as the exported score pools them; float64 for the fit after.
+            f = captured[-1].flatten(1).cpu().float()
             width = f.shape[1]
-            feats.append(pool_features(f, feature_pool(width)))
+            feats.append(pool_features(f, feature_pool(width, cap)).double())
             pixels.append(pixel_stats(x).cpu())
     finally:
         handle.remove()
-    return torch.cat(feats).numpy(), torch.cat(pixels).numpy(), feature_pool(width), width
+    return torch.cat(feats).numpy(), torch.cat(pixels).numpy(), feature_pool(width, cap), width
 
 
 def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_images, pre: Preprocessing,
             device: torch.device, *, keep: float = DEFAULT_KEEP, method: str = DEFAULT_METHOD,
-            flat: bool = True, batch_size: int = 64, seed: int = 0) -> OodStats:
+            flat: bool = True, batch_size: int = 64, seed: int = 0, cap: int = FEATURE_CAP,
+            bank: int = KNN_BANK) -> OodStats:
     """Statistics from the training images, scales and threshold from the validation images.
 
     ``method``: the features' distances (``mahalanobis``, ``knn``, or both: ``mahalanobis+knn``);
     ``flat``: also the flatness ratio of the pixels' spread. Each part is divided by its
-    SCALE_QUANTILE on the validation images; the score is the largest.
+    SCALE_QUANTILE on the validation images; the score is the largest. ``cap``: head inputs
+    wider are pooled to at most this many values; ``bank``: the training features knn keeps.
     """
     methods = parse_method(method)
     if len(val_images) == 0:
@@ -98,8 +104,8 @@ def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_imag
     if len(index) > MAX_FIT_IMAGES:
         index = np.sort(np.random.default_rng(seed).choice(len(index), MAX_FIT_IMAGES, replace=False))
     subset = train_images[index] if len(index) < len(train_images) else train_images
-    train_f, train_p, pool, width = head_inputs(network, subset, pre, device, batch_size)
-    val_f, val_p, _, _ = head_inputs(network, val_images, pre, device, batch_size)
+    train_f, train_p, pool, width = head_inputs(network, subset, pre, device, batch_size, cap)
+    val_f, val_p, _, _ = head_inputs(network, val_images, pre, device, batch_size, cap)
     labels = np.asarray(train_labels)[index]
     fits = [("features", m, train_f, val_f) for m in methods]
     if flat:
@@ -107,7 +113,7 @@ def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_imag
     parts = []
     for source, name, train_x, val_x in fits:
         features = source == "features"
-        scorer = fit_scorer(name, train_x, labels, seed, pooled_by=pool if features else None)
+        scorer = fit_scorer(name, train_x, labels, seed, pooled_by=pool if features else None, bank=bank)
         with torch.no_grad():
             val = torch.from_numpy(val_x).float()
             val_s = (scorer.score_pooled(val) if features else scorer(val)).numpy()
@@ -145,6 +151,8 @@ def refit_ood(
     method: str = DEFAULT_METHOD,
     workers: int | None = None,
     reporter: Reporter = QUIET,
+    cap: int = FEATURE_CAP,
+    bank: int = KNN_BANK,
 ) -> OodStats:
     """Fit (or fit again) a model folder's OOD statistics on the data it trained on: for a folder
     written before they existed, or with another ``keep`` share. The training and validation
@@ -175,6 +183,8 @@ def refit_ood(
         model.device,
         keep=keep,
         method=method,
+        cap=cap,
+        bank=bank,
     )
     config = update_config(run_dir, ood=save_ood(run_dir, stats))
     if (Path(run_dir) / CARD_FILE).is_file():

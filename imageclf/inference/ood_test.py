@@ -136,3 +136,23 @@ def test_an_ensemble_carries_its_members_scores(trained_run, tiny_folders, tmp_p
     np.testing.assert_array_equal(a.outside, b.outside)  # two equal members: the member's verdict
     np.testing.assert_allclose(b.ood_scores, a.ood_scores / single.ood_threshold, rtol=1e-4)
     assert (out / "README.md").is_file()
+
+
+def test_fit_ood_pools_to_the_cap_and_banks_the_stated_number(trained_run, tiny_folders):
+    from imageclf.data.transforms import batch_input
+    from imageclf.inference.ood import fit_ood
+    from imageclf.modelfile.ood import ScoredNet
+
+    model = imageclf.load(trained_run, device="cpu")
+    train = np.stack([model.prepare(p) for p in own_images(tiny_folders, "train")])
+    val = np.stack([model.prepare(p) for p in own_images(tiny_folders)])
+    labels = np.arange(len(train)) % 2
+    args = (model.model, train, labels, val, model.preprocessing, model.device)
+    default = {p.scorer.method: p.scorer for p in fit_ood(*args).members[0]}
+    assert default["knn"].pool == 1 and tuple(default["knn"].bank.shape) == (64, 128)  # all 64, unpooled
+    stats = fit_ood(*args, cap=32, bank=16)
+    small = {p.scorer.method: p.scorer for p in stats.members[0]}
+    assert small["mahalanobis"].pool == 4 and small["mahalanobis"].feature_dim == 32
+    assert tuple(small["knn"].bank.shape) == (16, 32) and stats.info["feature_dim"] == 128
+    _, scores = ScoredNet(model.model, stats)(batch_input(val[:4], model.preprocessing, model.device))
+    assert scores.shape == (4,) and stats.info["val_kept"] >= 0.98

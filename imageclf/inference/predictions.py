@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 from imageclf.core.decision import decide
 from imageclf.core.errors import ConfigError, ImageclfError
 from imageclf.core.io import atomic_write_text
-from imageclf.data.images import is_image_file
+from imageclf.data.images import image_files
 from imageclf.modelfile.ood_field import OOD_MODES, OUTSIDE
 
 
@@ -99,12 +101,16 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
     for item in inputs:
         s = str(item)
         p = Path(s).expanduser()
-        if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if is_image_file(f))
+        try:  # one stat, not is_dir and is_file: a list of 5,000 files paid 0.1-0.5 s for two
+            mode = os.stat(p).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISDIR(mode):
+            found = image_files(p)
             if not found:
                 raise ImageclfError(f"{p}: folder has no images")
             out += found
-        elif p.is_file():
+        elif stat.S_ISREG(mode):
             out.append(str(p))
         elif any(ch in s for ch in "*?["):
             found = sorted(f for f in glob.glob(s, recursive=True) if Path(f).is_file())

@@ -235,3 +235,22 @@ def test_only_the_stored_statistics_are_written(tmp_path):
     back = read_ood(tmp_path, save_ood(tmp_path, stats))
     x = torch.from_numpy(feats[:5])
     torch.testing.assert_close(back.members[0][0].scorer(x), scorer(x))
+
+
+def test_the_cap_and_bank_knobs_set_the_pooled_width_and_the_banked_features():
+    from imageclf.core.errors import ConfigError
+    from imageclf.modelfile.ood import feature_pool
+
+    rng = np.random.default_rng(0)
+    feats = (rng.normal(0, 1, (300, 1000)) + 5).astype(np.float32)
+    labels = np.arange(300) % 3
+    assert feature_pool(1000) == 1 and feature_pool(1000, 256) == 4 and feature_pool(1000, 1000) == 1
+    maha = fit_scorer("mahalanobis", feats, labels, cap=256)
+    assert maha.pool == 4 and maha.feature_dim == 250 and maha.fits(1000)
+    knn = fit_scorer("knn", feats, labels, cap=256, bank=64)
+    assert knn.pool == 4 and tuple(knn.bank.shape) == (64, 250)
+    assert tuple(fit_scorer("knn", feats, labels).bank.shape) == (300, 1000)  # all, under KNN_BANK
+    with pytest.raises(ConfigError, match="bank"):
+        fit_scorer("knn", feats, labels, bank=0)
+    with pytest.raises(ConfigError, match="cap"):
+        fit_scorer("mahalanobis", feats, labels, cap=0)
