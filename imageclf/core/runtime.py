@@ -23,6 +23,9 @@ the user set.
   catsdogs-2conv, xray-5block on one thread, the 2-core EPYC). glibc reads these names at a
   process' start (for the processes imageclf starts, e.g. DDP ranks); this process gets them
   from ``mallopt`` at once. The cost: memory freed after the peak stays with the process.
+  So a server (``configure_process(serving=True)``, made by ``imageclf serve``) does the
+  opposite: glibc maps every block over 1 MB afresh and trims its heap, so the resident
+  size does not climb in steps as ever larger batches come and go (BENCHMARKS.md, Serving).
 """
 
 from __future__ import annotations
@@ -34,16 +37,26 @@ import sys
 PROCESS_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 # glibc's mallopt parameter numbers (malloc.h) for the two environment names.
 MALLOPT_PARAMS = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}
+SERVING_DEFAULTS: dict[str, str] = {}  # what a server sets instead (module docstring)
 if sys.platform.startswith("linux"):
     PROCESS_DEFAULTS["THP_MEM_ALLOC_ENABLE"] = "1"
     PROCESS_DEFAULTS.update(dict.fromkeys(MALLOPT_PARAMS, str(1 << 30)))
+    SERVING_DEFAULTS.update({"MALLOC_MMAP_THRESHOLD_": str(1 << 20),
+                             "MALLOC_TRIM_THRESHOLD_": str(128 << 10)})
+_MADE: dict[str, str] = {}  # what configure_process set: a later call may change it, never the user's
 
 
-def configure_process() -> dict[str, str]:
-    """Set each of :data:`PROCESS_DEFAULTS` that the environment does not set already (the
-    glibc ones also in this process, with ``mallopt``); returns what was set."""
-    changed = {k: v for k, v in PROCESS_DEFAULTS.items() if k not in os.environ}
+def configure_process(serving: bool = False) -> dict[str, str]:
+    """Set each of :data:`PROCESS_DEFAULTS` (``serving``: with :data:`SERVING_DEFAULTS` in
+    place of theirs) that the user has not set, the glibc ones also in this process (with
+    ``mallopt``); returns what was set."""
+    wanted = {**PROCESS_DEFAULTS, **(SERVING_DEFAULTS if serving else {})}
+    # A server's settings replace the ones an earlier call made (the command line's, before
+    # it knew the command); nothing replaces the user's.
+    changed = {k: v for k, v in wanted.items()
+               if k not in os.environ or (serving and os.environ[k] == _MADE.get(k) != v)}
     os.environ.update(changed)
+    _MADE.update(changed)
     for name in MALLOPT_PARAMS.keys() & changed.keys():
         mallopt(MALLOPT_PARAMS[name], int(changed[name]))
     return changed

@@ -109,3 +109,23 @@ def test_configured_process_reuses_freed_memory_without_page_faults():
     assert plain > 5 * (48 << 20) // 4096 // 2  # glibc maps and unmaps the block each time
     assert configured < plain / 20
 
+
+
+@pytest.mark.skipif(not runtime.SERVING_DEFAULTS, reason="glibc settings: Linux")
+def test_a_server_replaces_the_command_lines_malloc_settings_but_not_the_users(monkeypatch):
+    for key in SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(runtime, "_MADE", {})
+    monkeypatch.setattr(runtime, "mallopt", lambda param, value: True)
+    runtime.configure_process()  # the command line, before it knows the command is serve
+    changed = runtime.configure_process(serving=True)
+    assert changed == runtime.SERVING_DEFAULTS
+    assert runtime.configure_process() == {}  # create_app's own call keeps the server's
+    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == runtime.SERVING_DEFAULTS["MALLOC_MMAP_THRESHOLD_"]
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # the user's own value
+    monkeypatch.setattr(runtime, "_MADE", {})
+    for key in runtime.MALLOPT_PARAMS.keys() - {"MALLOC_TRIM_THRESHOLD_"}:
+        monkeypatch.delenv(key)
+    runtime.configure_process()
+    assert "MALLOC_TRIM_THRESHOLD_" not in runtime.configure_process(serving=True)
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from imageclf.serve.server import return_large_buffers_to_os
 from imageclf.serve.uploads import ApiError, clean_filename, read_uploads, sniff
 
 
@@ -53,7 +52,3 @@ def test_declared_length_over_the_limit_is_refused_before_reading():
         read(b"x", "image/png", length="lots")
     assert err.value.status == 400
 
-
-def test_malloc_tuning_respects_the_users_setting(monkeypatch):
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-    assert return_large_buffers_to_os() is False
