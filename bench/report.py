@@ -79,6 +79,11 @@ def _x(x) -> str:
     return "–" if x is None else f"{x:.2f}x"
 
 
+def _error(e: str) -> str:
+    """An error for one table cell: its last line (a traceback's exception), on one line."""
+    return e.strip().splitlines()[-1][:160] if e.strip() else "?"
+
+
 def _acc(p: dict) -> str:
     """Accuracy of the classes answered, and the share the OOD score would refuse."""
     refused = p.get("refused")
@@ -90,7 +95,7 @@ def _backend_rows(run: dict, keras_predict: float | None) -> list[str]:
     rows = []
     for backend, p in (run.get("predict_backends") or {}).items():
         if "error" in p:
-            rows.append(f"| | predict on {backend} | error: {p['error'][:80]} |||||||||")
+            rows.append(f"| | predict on {backend} | error: {_error(p['error'])} |||||||||")
             continue
         chosen = f" → {p.get('backend')}" if backend == "auto" else ""
         torch_note = "" if p.get("torch_imported", True) else ", no torch"
@@ -118,7 +123,7 @@ def table(record: dict) -> str:
             label = name if first else ""
             first = False
             if "error" in run:
-                lines.append(f"| {label} | imageclf {variant} | error: {run['error'][:80]} |||||||||")
+                lines.append(f"| {label} | imageclf {variant} | error: {_error(run['error'])} |||||||||")
                 continue
             t, p = run["train"], run.get("predict") or {}
             r = ratios(e, variant)
@@ -139,11 +144,11 @@ def table(record: dict) -> str:
                          f"| {_f(k.get('main_peak_rss_mb'))} / {_f(k['peak_pss_mb'])} "
                          f"| | | |")
         elif k:
-            lines.append(f"| | Keras peer | error: {k['error'][:80]} |||||||||")
+            lines.append(f"| | Keras peer | error: {_error(k['error'])} |||||||||")
         c = e.get("ceiling")
         for label, run in (c or {}).get("runs", {"": c} if c else {}).items():
             if "error" in run:
-                lines.append(f"| | ceiling {label} | error: {run['error'][:80]} |||||||||")
+                lines.append(f"| | ceiling {label} | error: {_error(run['error'])} |||||||||")
                 continue
             lines.append(f"| | ceiling {e.get('ceiling_spec', '')} {label} ({run['train_mode']} / "
                          f"{run['predict_mode']}) | {_f(run['train'])} | | {_f(run['predict'])} | | | | | |")

@@ -86,3 +86,11 @@ def test_replace_block_keeps_the_text_around_it(tmp_path):
     replace_block("x", tmp_path / "new.md", "## Model quality", "quality")
     fresh = (tmp_path / "new.md").read_text()
     assert "## Model quality\n\n<!-- quality:begin -->\nx\n<!-- quality:end -->" in fresh
+
+
+def test_an_error_cell_is_its_exception_on_one_line():
+    from bench.report import _error
+
+    trace = "RunFailed: probe exited with 1:\nTraceback (most recent call last):\n  x\nImageclfError: refused"
+    assert _error(trace) == "ImageclfError: refused"
+    assert "\n" not in _error("a\nb\n") and _error("") == "?"
