@@ -30,11 +30,14 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from .machine import cpu_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 WORDS = (
@@ -257,21 +260,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def fit_subset(n: int, seed: int) -> np.ndarray:
-    """The training images' indices the statistics are fitted on, as fit_ood draws them."""
-    from imageclf.inference.ood import MAX_FIT_IMAGES
-
-    if n <= MAX_FIT_IMAGES:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, MAX_FIT_IMAGES, replace=False))
-
-
 def variant_stats(feats: dict, pixels: dict, labels: np.ndarray, pool: int, bank: int, seed: int,
                   fixed: list[tuple]) -> tuple:
     """The default method's statistics for one (pool, bank), its parts scaled on validation as
     fit_ood scales them, and the combined score of every image set (the largest scaled part).
     ``fixed``: the parts that do not depend on the bank, (source, scorer, scores per image set)."""
-    from imageclf.modelfile.ood import SCALE_QUANTILE, OodPart, OodStats, fit_scorer
+    from imageclf.modelfile.ood import OodPart, OodStats, fit_scorer, part_scale
 
     knn = fit_scorer("knn", feats["train"], labels, seed, pooled_by=pool, bank=bank)
     with torch.no_grad():
@@ -280,28 +274,29 @@ def variant_stats(feats: dict, pixels: dict, labels: np.ndarray, pool: int, bank
     parts = [fixed[0][:2], ("features", knn), *(f[:2] for f in fixed[1:])]
     by_part = [fixed[0][2], knn_raw, *(f[2] for f in fixed[1:])]
     raw = {k: [r[k] for r in by_part] for k in feats if k != "train"}
-    scales = [max(float(np.quantile(r, SCALE_QUANTILE)), 1e-12) for r in raw["val"]]
+    scales = [part_scale(r) for r in raw["val"]]
     stats = OodStats("mahalanobis+knn", [[OodPart(src, s, c) for (src, s), c in zip(parts, scales)]],
                      threshold=float("inf"))
     return stats, {k: np.max([r / c for r, c in zip(rs, scales)], 0) for k, rs in raw.items()}
 
 
-def score_cost(stats, raw: torch.Tensor, x: torch.Tensor, repeats: int) -> float:
-    """Microseconds per image of ``stats.score`` on the batch (one thread, median of ``repeats``)."""
+def one_thread_us(run, images: int, repeats: int) -> float:
+    """Microseconds per image of ``run()`` over a batch of ``images``: one thread, no grad, three
+    warm-up calls, the median of ``repeats``."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.no_grad():
             for _ in range(3):
-                stats.score([raw], x)
+                run()
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                stats.score([raw], x)
+                run()
                 times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
-    return float(np.median(times)) / len(x) * 1e6
+    return float(np.median(times)) / images * 1e6
 
 
 def score_macs(stats, width: int, pixel_values: int) -> dict:
@@ -366,7 +361,8 @@ def study_cap(model, sets: dict, labels: np.ndarray, cap: int, banks: list[int],
             "cap": cap, "pool": pool, "features": int(feats["train"].shape[1]), "width": width,
             "bank": int(stats.members[0][1].scorer.bank.shape[0]), "bank_asked": bank,
             **mean_of_draws([d for _, d in fitted]),
-            "us_per_image": round(score_cost(stats, *batch, repeats), 2),
+            "us_per_image": round(one_thread_us(partial(stats.score, [batch[0]], batch[1]), len(batch[1]),
+                                                repeats), 2),
             "macs": score_macs(stats, width, int(np.prod(batch[1].shape[1:]))),
         })
     return out
@@ -393,7 +389,7 @@ def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[i
 
     import imageclf
     from imageclf.data.transforms import batch_input
-    from imageclf.inference.ood import head_inputs
+    from imageclf.inference.ood import fit_subset, head_inputs
     from imageclf.modelfile.ood import feature_pool
 
     model = imageclf.load(run, device="cpu")
@@ -401,7 +397,7 @@ def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[i
         sys.exit(f"{run}: this model has no OOD statistics (train it with this imageclf)")
     fit_seed = int(model.config.recipe.get("seed", 0))  # what training's own fit drew with
     val_x, _, train_x, train_y = in_distribution(model, data)
-    index = fit_subset(len(train_x), fit_seed)
+    index = fit_subset(len(train_x), fit_seed)  # the images training's own fit used
     sets = {"train": train_x[index], "val": val_x, **{k: far_inputs(k, model, n, seed) for k in kinds}}
     labels = np.asarray(train_y)[index]
     probe = val_x[:128]
@@ -419,39 +415,10 @@ def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[i
         "keep": model.config.ood["keep"], "val_images": len(val_x), "bank_draws": draws,
         "train_fit_images": len(index),
         "far_images": {k: len(v) for k, v in sets.items() if k not in ("train", "val")},
-        "network_us_per_image": round(network_cost(model.model, x, repeats), 2),
-        "variants": rows, "cpu": cpu_name(),
+        "network_us_per_image": round(one_thread_us(lambda: model.model(x), len(x), repeats), 2),
+        "variants": rows, "cpu": cpu_model(),
         "loadavg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the machine type."""
-    import platform
-
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(v.split(":", 1)[1].strip() for v in lines if v.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def network_cost(network, x: torch.Tensor, repeats: int) -> float:
-    """Microseconds per image of the network alone on the batch (one thread, median)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            network.eval()
-            network(x)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                network(x)
-                times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(threads)
-    return float(np.median(times)) / len(x) * 1e6
 
 
 def study_markdown(result: dict) -> str:

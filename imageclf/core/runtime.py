@@ -30,9 +30,10 @@ the user set.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
+
+from imageclf.core.libc import libc
 
 PROCESS_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 # glibc's mallopt parameter numbers (malloc.h) for the two environment names.
@@ -65,8 +66,7 @@ def configure_process(serving: bool = False) -> dict[str, str]:
 def mallopt(param: int, value: int) -> bool:
     """glibc's ``mallopt(param, value)``; False where it refuses or there is no glibc (musl,
     macOS). An older glibc caps the mmap threshold at 32 MiB: that is tried next."""
-    try:
-        set_option = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    set_option = getattr(libc(), "mallopt", None)
+    if set_option is None:
         return False
     return bool(set_option(param, value) or set_option(param, min(value, 32 << 20)))

@@ -12,25 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
-import sys
 from collections.abc import Iterator
+
+from imageclf.core.libc import libc
 
 
 class _StackT(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
-def _libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
+_LIBC = libc()
 
 
 def signal_stack() -> tuple[int, int, int] | None:

@@ -33,7 +33,6 @@ from imageclf.modelfile.ood import (
     FEATURE_CAP,
     KNN_BANK,
     PIXEL_METHOD,
-    SCALE_QUANTILE,
     OodPart,
     OodStats,
     ScoredNet,
@@ -41,6 +40,7 @@ from imageclf.modelfile.ood import (
     feature_pool,
     fit_scorer,
     parse_method,
+    part_scale,
     pixel_stats,
     pool_features,
     save_ood,
@@ -61,8 +61,9 @@ def head_inputs(
     """(features the network's head sees, pooled to at most ``cap`` values, (N, D / pool) float64;
     pixel_stats (N, 3C); the pool; the head's input width D) of uint8 (N, H, W, C) images.
 
-    Pooled batch by batch, in float64 as the fit uses them: 20,000 images of a head that sees
-    18,432 values (mnist-basic) would otherwise hold 1.5 GB of features, and 3 GB as float64.
+    Pooled batch by batch (in float32, as the exported score pools them; kept in float64 for the
+    fit): 20,000 images of a head that sees 18,432 values (mnist-basic) would otherwise hold
+    1.5 GB of features, and 3 GB as float64.
     """
     heads = feature_heads(network)
     if len(heads) != 1:
@@ -76,7 +77,6 @@ def head_inputs(
             x = batch_input(images[start : start + batch_size], pre, device)
             captured.clear()
             network(x)
-            # Pooled in float32, as the exported score pools them; float64 for the fit after.
             f = captured[-1].flatten(1).cpu().float()
             width = f.shape[1]
             feats.append(pool_features(f, feature_pool(width, cap)).double())
@@ -84,6 +84,14 @@ def head_inputs(
     finally:
         handle.remove()
     return torch.cat(feats).numpy(), torch.cat(pixels).numpy(), feature_pool(width, cap), width
+
+
+def fit_subset(n: int, seed: int) -> np.ndarray:
+    """The indices of the ``n`` training images the statistics are fitted on: all of them, or a
+    sorted random MAX_FIT_IMAGES of them."""
+    if n <= MAX_FIT_IMAGES:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_FIT_IMAGES, replace=False))
 
 
 def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_images, pre: Preprocessing,
@@ -100,9 +108,7 @@ def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_imag
     methods = parse_method(method)
     if len(val_images) == 0:
         raise ConfigError("no validation images to set the OOD threshold on")
-    index = np.arange(len(train_images))
-    if len(index) > MAX_FIT_IMAGES:
-        index = np.sort(np.random.default_rng(seed).choice(len(index), MAX_FIT_IMAGES, replace=False))
+    index = fit_subset(len(train_images), seed)
     subset = train_images[index] if len(index) < len(train_images) else train_images
     train_f, train_p, pool, width = head_inputs(network, subset, pre, device, batch_size, cap)
     val_f, val_p, _, _ = head_inputs(network, val_images, pre, device, batch_size, cap)
@@ -117,7 +123,7 @@ def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_imag
         with torch.no_grad():
             val = torch.from_numpy(val_x).float()
             val_s = (scorer.score_pooled(val) if features else scorer(val)).numpy()
-        parts.append(OodPart(source, scorer, max(float(np.quantile(val_s, SCALE_QUANTILE)), 1e-12)))
+        parts.append(OodPart(source, scorer, part_scale(val_s)))
     stats = OodStats("+".join(methods), [parts], threshold=float("inf"), keep=keep)
     scored = ScoredNet(network, stats).to(device)
     _, val_scores = predict_scored(scored, val_images, pre, device=device, batch_size=batch_size)

@@ -295,6 +295,11 @@ def pixel_stats(x: torch.Tensor) -> torch.Tensor:
 SCALE_QUANTILE = 0.99  # each part's score is divided by this quantile of its validation scores
 
 
+def part_scale(val_scores: np.ndarray) -> float:
+    """What a part's score is divided by: its SCALE_QUANTILE on the validation images (above 0)."""
+    return max(float(np.quantile(val_scores, SCALE_QUANTILE)), 1e-12)
+
+
 @dataclass
 class OodPart:
     """One distance: of ``source`` (features or pixel statistics), divided by ``scale``."""
