@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from imageclf.core import runtime
 
-SETTINGS = tuple(runtime.PROCESS_DEFAULTS)
+SETTINGS = (*runtime.PROCESS_DEFAULTS, *runtime.THREAD_NAMES)
 
 
 def _python(code: str, *argv: str, **env: str) -> dict:
@@ -29,12 +30,64 @@ def _python(code: str, *argv: str, **env: str) -> dict:
 def test_configure_process_sets_only_what_the_environment_does_not(monkeypatch):
     for key in SETTINGS:
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr(runtime, "_MADE", {})
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
     changed = runtime.configure_process()
-    assert "OMP_WAIT_POLICY" not in changed and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
-    assert changed == {k: v for k, v in runtime.PROCESS_DEFAULTS.items() if k != "OMP_WAIT_POLICY"}
+    assert "THP_MEM_ALLOC_ENABLE" not in changed and os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
+    assert changed == {k: v for k, v in runtime.PROCESS_DEFAULTS.items() if k != "THP_MEM_ALLOC_ENABLE"}
     assert all(os.environ[k] == v for k, v in changed.items())
     assert runtime.configure_process() == {}
+
+
+def test_threads_are_all_the_cores_when_free_else_the_free_ones_sleeping_when_idle():
+    assert runtime.thread_settings(2, 0.1) == {}  # libgomp's default, as plain PyTorch runs
+    assert runtime.thread_settings(2, 1.0) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    assert runtime.thread_settings(2, 3.5) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    assert runtime.thread_settings(16, 4.4) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "12"}
+    assert runtime.thread_settings(16, 0.6) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "15"}
+
+
+def _clear_threads(monkeypatch, others: float | None):
+    for key in SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(runtime, "_MADE", {})
+    monkeypatch.setattr(runtime, "mallopt", lambda param, value: True)
+    monkeypatch.setattr(runtime, "others_cpu_load", lambda: others)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # as the command line finds the process
+
+
+def test_the_threads_follow_the_cores_load_before_torch_loads(monkeypatch):
+    _clear_threads(monkeypatch, others=len(runtime._cores()))  # every core taken
+    changed = runtime.configure_process()
+    assert changed["OMP_WAIT_POLICY"] == "PASSIVE" and runtime.made("OMP_WAIT_POLICY") == "PASSIVE"
+    assert os.environ.get("OMP_NUM_THREADS") == changed.get("OMP_NUM_THREADS")
+    if len(runtime._cores()) > 1:
+        assert changed["OMP_NUM_THREADS"] == "1"
+    _clear_threads(monkeypatch, others=0.0)
+    assert not runtime.configure_process().keys() & set(runtime.THREAD_NAMES)
+    assert "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_a_users_thread_setting_or_a_loaded_torch_leaves_the_threads_alone(monkeypatch):
+    _clear_threads(monkeypatch, others=64.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert not runtime.configure_process().keys() & set(runtime.THREAD_NAMES)
+    assert os.environ["OMP_NUM_THREADS"] == "3" and "OMP_WAIT_POLICY" not in os.environ
+    _clear_threads(monkeypatch, others=64.0)
+    monkeypatch.setitem(sys.modules, "torch", object())  # too late: libgomp has read them
+    assert not runtime.configure_process().keys() & set(runtime.THREAD_NAMES)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="/proc/stat: Linux")
+def test_the_load_probe_sees_a_busy_core():
+    assert runtime.others_cpu_load(0.01) is not None  # Linux: /proc/stat
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        assert runtime.others_cpu_load(0.2) >= 0.7
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def test_importing_the_package_leaves_the_process_alone():
@@ -79,10 +132,11 @@ def test_the_command_line_configures_the_process_before_torch_loads():
         except SystemExit:
             pass
         print(json.dumps({"torch_at_call": at_call.get("torch"), "torch_after": "torch" in sys.modules,
-                          "env": {k: os.environ.get(k) for k in runtime.PROCESS_DEFAULTS}}))
-    """, OMP_WAIT_POLICY="ACTIVE")
+                          "env": {k: os.environ.get(k) for k in SETTINGS}}))
+    """.replace("SETTINGS", repr(SETTINGS)), OMP_WAIT_POLICY="ACTIVE")
     assert seen["torch_at_call"] is False and seen["torch_after"] is True
-    assert seen["env"] == {**runtime.PROCESS_DEFAULTS, "OMP_WAIT_POLICY": "ACTIVE"}  # the user's value kept
+    # the user's value kept, and with it imageclf leaves the thread count alone
+    assert seen["env"] == {**runtime.PROCESS_DEFAULTS, "OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": None}
 
 
 @pytest.mark.skipif("MALLOC_MMAP_THRESHOLD_" not in runtime.PROCESS_DEFAULTS, reason="glibc settings: Linux")

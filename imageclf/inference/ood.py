@@ -4,8 +4,8 @@ At the end of training (:meth:`imageclf.training.run.RunDir.finish`) the trained
 features of the cached training images give the distances' statistics, and the validation
 images their scales and the threshold that keeps ``keep`` (99 %) of them; ``imageclf ood RUN
 DATA`` does the same for a model folder written before OOD scores existed, or with another
-share. The threshold is set on scores from the same path prediction runs
-(:func:`~imageclf.inference.forward.predict_scored`), so what validation kept, prediction keeps.
+share. The threshold is set on the score prediction computes (``OodStats.score``: the same
+pooled float32 features, the same arithmetic), so what validation kept, prediction keeps.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from imageclf.data.images import Preprocessing
 from imageclf.data.sources import Dataset, carve_of, training_splits
 from imageclf.data.transforms import batch_input
 from imageclf.evaluation.evaluate import open_for_model
-from imageclf.inference.forward import predict_scored
 from imageclf.inference.torch_predictor import TorchPredictor
 from imageclf.modelfile.artifact import update_config
 from imageclf.modelfile.card import CARD_FILE, write_card
@@ -35,7 +34,6 @@ from imageclf.modelfile.ood import (
     PIXEL_METHOD,
     OodPart,
     OodStats,
-    ScoredNet,
     feature_heads,
     feature_pool,
     fit_scorer,
@@ -94,6 +92,13 @@ def fit_subset(n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, MAX_FIT_IMAGES, replace=False))
 
 
+@torch.no_grad()
+def _val_scores(score, inputs: np.ndarray, batch_size: int) -> torch.Tensor:
+    """``score`` of head inputs (pooled features or pixel spreads), float32, in prediction's batches."""
+    x = torch.from_numpy(inputs).float()
+    return torch.cat([score(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_images, pre: Preprocessing,
             device: torch.device, *, keep: float = DEFAULT_KEEP, method: str = DEFAULT_METHOD,
             flat: bool = True, batch_size: int = 64, seed: int = 0, cap: int = FEATURE_CAP,
@@ -116,17 +121,18 @@ def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_imag
     fits = [("features", m, train_f, val_f) for m in methods]
     if flat:
         fits.append(("pixels", PIXEL_METHOD, train_p, val_p))
-    parts = []
+    parts, val_scores = [], None
     for source, name, train_x, val_x in fits:
         features = source == "features"
         scorer = fit_scorer(name, train_x, labels, seed, pooled_by=pool if features else None, bank=bank)
-        with torch.no_grad():
-            val = torch.from_numpy(val_x).float()
-            val_s = (scorer.score_pooled(val) if features else scorer(val)).numpy()
-        parts.append(OodPart(source, scorer, part_scale(val_s)))
+        raw = _val_scores(scorer.score_pooled if features else scorer, val_x, batch_size)
+        parts.append(OodPart(source, scorer, part_scale(raw.numpy())))
+        # The score prediction computes (OodStats.score): the largest part over its scale, from
+        # the same pooled float32 features in the same batches, so the threshold needs no second pass.
+        scaled = raw / parts[-1].scale
+        val_scores = scaled if val_scores is None else torch.maximum(val_scores, scaled)
     stats = OodStats("+".join(methods), [parts], threshold=float("inf"), keep=keep)
-    scored = ScoredNet(network, stats).to(device)
-    _, val_scores = predict_scored(scored, val_images, pre, device=device, batch_size=batch_size)
+    val_scores = val_scores.numpy()
     stats.threshold = threshold_for(val_scores, keep)
     kept = float(np.mean(val_scores <= stats.threshold))
     stats.info = {"val_images": int(len(val_images)), "val_kept": kept, "train_images": int(len(index)),

@@ -156,3 +156,19 @@ def test_fit_ood_pools_to_the_cap_and_banks_the_stated_number(trained_run, tiny_
     assert tuple(small["knn"].bank.shape) == (16, 32) and stats.info["feature_dim"] == 128
     _, scores = ScoredNet(model.model, stats)(batch_input(val[:4], model.preprocessing, model.device))
     assert scores.shape == (4,) and stats.info["val_kept"] >= 0.98
+
+
+def test_the_fitted_threshold_keeps_what_prediction_keeps(trained_run, tiny_folders):
+    from imageclf.inference.forward import predict_scored
+    from imageclf.inference.ood import fit_ood
+    from imageclf.modelfile.ood import ScoredNet
+
+    model = imageclf.load(trained_run, device="cpu")
+    train = np.stack([model.prepare(p) for p in own_images(tiny_folders, "train")])
+    val = np.stack([model.prepare(p) for p in own_images(tiny_folders)])
+    stats = fit_ood(model.model, train, np.arange(len(train)) % 2, val, model.preprocessing, model.device,
+                    keep=0.9, batch_size=16)
+    _, scores = predict_scored(ScoredNet(model.model, stats), val, model.preprocessing, device=model.device,
+                               batch_size=16)
+    assert float(np.mean(scores <= stats.threshold)) == stats.info["val_kept"] >= 0.9
+    assert np.isclose(scores, stats.threshold, rtol=1e-6, atol=0).any()  # the threshold is a scored image's

@@ -23,7 +23,7 @@ from torch import nn
 
 from imageclf.core.errors import ConfigError
 from imageclf.core.progress import QUIET, Reporter
-from imageclf.core.runtime import configure_process
+from imageclf.core.runtime import configure_process, made
 from imageclf.data.cache import CachedSplit, batches
 from imageclf.data.sources import Dataset, Split, training_splits
 from imageclf.inference.forward import pool_before_relu, resolve_device
@@ -229,7 +229,11 @@ def build_state(run: PreparedRun) -> tuple[TrainingState, CachedSplit, CachedSpl
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     pool_before_relu(model)
-    rep.print(f"model {recipe.model}: {num_params(model):,} parameters on {device}")
+    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
+    rep.print(f"model {recipe.model}: {num_params(model):,} parameters on {device}{threads}")
+    if device.type == "cpu" and made("OMP_NUM_THREADS"):
+        rep.print("other work was using the cores at start, so training takes only the free ones "
+                  "(OMP_NUM_THREADS chooses)")
     opt = build_optimizer(recipe, model)
     # Head-only epochs leave the backbone without gradients, which DDP must be told it may see.
     wrapped = dist.wrap(model, device, find_unused=recipe.freeze_epochs > 0)
