@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 KERAS_PYTHON = "/work/bench-venvs/keras/bin/python"
 # imageclf variants run per workload: a label, extra `imageclf train` arguments, environment.
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "default": ([], {}),
+    "default": ([], {}),  # --precision auto: bf16 on a CPU with AMX / AVX512-BF16, else fp32
+    "fp32": (["--precision", "fp32"], {}),
     "bf16": (["--precision", "bf16"], {}),
     # oneDNN's bf16 kernels synchronise their threads often: one thread shows what that costs.
     "bf16-1thread": (["--precision", "bf16"], {"OMP_NUM_THREADS": "1"}),
@@ -33,7 +34,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small data, 1 epoch, short ceiling probe")
     ap.add_argument("--only", nargs="+", metavar="WORKLOAD", choices=sorted(WORKLOADS),
                     help=f"workloads to run (default: all but tiny): {', '.join(WORKLOADS)}")
-    ap.add_argument("--variants", default="default,bf16,bf16-1thread",
+    ap.add_argument("--variants", default="default,fp32,bf16-1thread",
                     help=f"imageclf variants, comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--backends", default="torch,onnx,openvino,onnx-int8,openvino-int8,auto",
                     help="backends to predict on after 'imageclf export RUN --int8' (comma-separated)")

@@ -8,8 +8,8 @@ on the same CPU, in the same run. Per round, back to back, each in a fresh proce
 1. **ceiling**: timm's ``tf_efficientnet_lite0`` (the recipe's network: its input channels, one
    logit, imageclf's dropout and drop-path rates), channels-last, AdamW, BCE, every layer training,
    BatchNorm in train mode (what a plain fine-tuning loop does), on one random batch of the
-   recipe's size, as shipped and with imageclf's process settings (OMP_WAIT_POLICY=PASSIVE,
-   THP_MEM_ALLOC_ENABLE=1): the higher. The same step without dropout and drop-path (timm's
+   recipe's size, as shipped and with imageclf's process settings (``PROCESS_DEFAULTS``: huge
+   pages, glibc's malloc thresholds): the higher. The same step without dropout and drop-path (timm's
    defaults) is measured too, for the record.
 2. **imageclf**: ``imageclf train FOLDER --recipe RECIPE`` on PNGs of the same size, from ImageNet
    weights (its head-only epoch included, as the recipe trains).

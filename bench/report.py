@@ -22,7 +22,7 @@ validation, saving) divided into the images trained on; Keras' figure is its `fi
 on its generator, after `imageclf export RUN --int8`; the variant's row shows `auto`'s (the
 fastest backend that export measured equal), the rows below it each backend's. Accuracy is on
 the same test images for both. The ceiling (peers' cpu_ceiling.py) runs twice, as shipped and with
-the process settings imageclf makes for itself (OMP_WAIT_POLICY=PASSIVE, THP_MEM_ALLOC_ENABLE=1);
+the process settings imageclf makes for itself (THP_MEM_ALLOC_ENABLE=1, glibc's malloc thresholds);
 ratios use the higher. Ratios are from the same run; the load average says how busy the shared
 machine was.
 """

@@ -44,8 +44,9 @@ TrackingUri = Annotated[str, typer.Option(
 OodKeep = Annotated[float, typer.Option(
     "--ood-keep", help="Share of validation images the out-of-distribution threshold keeps (0.99).")]
 Precision = Annotated[str, typer.Option(
-    help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (on CPU too: fast with AMX / "
-         "AVX512-BF16, not bit-exact; many times slower on CPUs without them).")]
+    help="auto (bf16 autocast on CUDA and on CPUs with AMX / AVX512-BF16, where it trains 1.4-1.8x "
+         "faster; fp32 on other CPUs), fp32 (bit-reproducible across machines), or bf16 (on any CPU: "
+         "many times slower where it is emulated).")]
 
 
 def train_options(*, class_names: str | None = None, log: list[str] | None = None, **flags) -> TrainOptions:

@@ -171,4 +171,4 @@ def test_the_fitted_threshold_keeps_what_prediction_keeps(trained_run, tiny_fold
     _, scores = predict_scored(ScoredNet(model.model, stats), val, model.preprocessing, device=model.device,
                                batch_size=16)
     assert float(np.mean(scores <= stats.threshold)) == stats.info["val_kept"] >= 0.9
-    assert np.isclose(scores, stats.threshold, rtol=1e-6, atol=0).any()  # the threshold is a scored image's
+    assert np.isclose(scores, stats.threshold, rtol=2e-5, atol=0).any()  # just above a scored image's

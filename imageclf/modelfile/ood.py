@@ -241,7 +241,9 @@ def _fit_knn(x: torch.Tensor, seed: int, bank: int, pool: int) -> OodScorer:
     unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(unit), min(bank, len(unit)), replace=False))
-    return OodScorer("knn", {"bank": unit[keep].float()}, pool=pool)
+    # Rounded to half precision here, as it is stored (OodScorer.tensors): the threshold is set on
+    # the scores the loaded statistics give (a float32 bank's differ by up to 1e-3).
+    return OodScorer("knn", {"bank": unit[keep].half().float()}, pool=pool)
 
 
 def _fit_mahalanobis(x: torch.Tensor, labels: np.ndarray, pool: int) -> OodScorer:
@@ -266,15 +268,26 @@ def _fit_mahalanobis(x: torch.Tensor, labels: np.ndarray, pool: int) -> OodScore
     return OodScorer("mahalanobis", {"whiten": whiten.float(), "means": (means @ whiten).float()}, pool=pool)
 
 
+# The threshold sits this far (relative) above the last validation score it keeps, and never past
+# the next: a score computed in other batches (or another runtime) differs by float rounding, which
+# must not refuse the image validation kept.
+THRESHOLD_MARGIN = 1e-5
+
+
 def threshold_for(scores: np.ndarray, keep: float) -> float:
-    """The score at or under which a share ``keep`` of ``scores`` lies (the validation images')."""
+    """A score at or under which a share ``keep`` of ``scores`` lies (the validation images'): just
+    above the last one kept (THRESHOLD_MARGIN), below the next one."""
     if not 0.0 < keep <= 1.0:
         raise ConfigError(f"the OOD keep share must be in (0, 1], got {keep}")
     scores = np.sort(np.asarray(scores, np.float64))
     if not len(scores):
         raise ConfigError("no validation images to set the OOD threshold on")
     index = min(len(scores) - 1, max(0, int(np.ceil(keep * len(scores))) - 1))
-    return float(scores[index])
+    kept = float(scores[index])
+    above = kept + abs(kept) * THRESHOLD_MARGIN
+    if index + 1 < len(scores) and scores[index + 1] > kept:
+        above = min(above, (kept + float(scores[index + 1])) / 2)
+    return above
 
 
 def pixel_stats(x: torch.Tensor) -> torch.Tensor:

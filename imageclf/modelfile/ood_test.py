@@ -63,7 +63,7 @@ def test_knn_distance_is_zero_on_a_banked_point():
     feats, labels = _clusters(n=50)
     scorer = fit_scorer("knn", feats, labels)
     scorer.k = 1
-    assert float(scorer(torch.from_numpy(feats[:3])).abs().max()) < 1e-5
+    assert float(scorer(torch.from_numpy(feats[:3])).abs().max()) < 1e-3  # the bank is half precision
 
 
 def test_flat_scores_blank_images_far_above_textured_ones():
@@ -79,7 +79,11 @@ def test_threshold_keeps_the_stated_share():
     scores = np.random.default_rng(0).exponential(1.0, 1000)
     for keep in (0.5, 0.9, 0.99, 1.0):
         t = threshold_for(scores, keep)
-        assert np.mean(scores <= t) >= keep and np.mean(scores < t) < keep
+        kept = np.mean(scores <= t)
+        assert kept >= keep and kept - 1 / len(scores) < keep  # not one image more than the share
+        assert np.mean(scores * (1 + 1e-6) <= t) == kept  # rounding elsewhere keeps the same images
+    close = np.array([1.0, 2.0, 2.0 + 1e-9])
+    assert 2.0 < threshold_for(close, 2 / 3) < 2.0 + 1e-9  # never past the next score
 
 
 class _Tiny(nn.Module):

@@ -14,8 +14,8 @@ from imageclf.training.checkpoint import load_checkpoint
 # mnist-basic has no dropout and no augmentation: the seed is the only randomness, so the
 # two runs can agree to float rounding. SGD rather than Adam: Adam's first steps are
 # ~lr * sign(gradient), which would turn a rounding-level difference in a near-zero
-# gradient into a full step.
-SETTINGS = dict(recipe="mnist-basic", device="cpu", img_size=28, channels=1, epochs=2,
+# gradient into a full step. fp32: bf16's rounding would turn that difference into 1e-3.
+SETTINGS = dict(recipe="mnist-basic", device="cpu", precision="fp32", img_size=28, channels=1, epochs=2,
                 optimizer="sgd", optimizer_kwargs={}, lr=0.05)
 
 

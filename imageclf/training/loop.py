@@ -229,8 +229,10 @@ def build_state(run: PreparedRun) -> tuple[TrainingState, CachedSplit, CachedSpl
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     pool_before_relu(model)
-    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
-    rep.print(f"model {recipe.model}: {num_params(model):,} parameters on {device}{threads}")
+    how = [f"{torch.get_num_threads()} threads"] if device.type == "cpu" else []
+    how += ["bf16 autocast"] if run.amp else []
+    rep.print(f"model {recipe.model}: {num_params(model):,} parameters on {device}"
+              + (f" ({', '.join(how)})" if how else ""))
     if device.type == "cpu" and made("OMP_NUM_THREADS"):
         rep.print("other work was using the cores at start, so training takes only the free ones "
                   "(OMP_NUM_THREADS chooses)")
@@ -239,6 +241,7 @@ def build_state(run: PreparedRun) -> tuple[TrainingState, CachedSplit, CachedSpl
     wrapped = dist.wrap(model, device, find_unused=recipe.freeze_epochs > 0)
     state = TrainingState(model=wrapped, optimizer=opt, num_outputs=num_outputs,
                           ema=ModelEma(model, recipe.ema) if recipe.ema else None, device=device,
+                          precision="bf16" if run.amp else "fp32",
                           early=EarlyStopper(recipe.early_stopping) if recipe.early_stopping else None,
                           plateau=PlateauReducer(recipe.reduce_lr, recipe.lr) if recipe.reduce_lr else None)
     if run.resume_from is not None:

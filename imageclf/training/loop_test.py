@@ -10,11 +10,11 @@ from safetensors.numpy import load_file
 import imageclf
 from imageclf.cli.testing import exit_code
 from imageclf.conftest import TINY
-from imageclf.core.errors import ImageclfError
+from imageclf.core.errors import ConfigError, ImageclfError
 from imageclf.models.seed_cnns import feature_size, min_input_size
 from imageclf.recipes.schema import get_recipe
 from imageclf.training.loop import batch_plan, class_weight_vector
-from imageclf.training.precision import bf16_cpu_warning, cpu_has_native_bf16
+from imageclf.training.precision import bf16_cpu_warning, cpu_has_native_bf16, use_bf16
 
 SEED_SIZES = {"xray-alexnet": 67, "xray-4block": 46, "xray-5block": 94, "catsdogs-2conv": 32,
               "mnist-basic": 28}
@@ -66,6 +66,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, tiny_npz):
     full = dict(device="cpu", **{**TINY, "epochs": 3})
     imageclf.train(tiny_npz, "catsdogs-2conv", tmp_path / "full", **full)
     imageclf.train(tiny_npz, "catsdogs-2conv", tmp_path / "part", **{**full, "epochs": 1})
+    # precision "auto" on resume: the fp32 the run started in, even where auto would be bf16
     imageclf.train(tiny_npz, out=tmp_path / "part", device="cpu", resume=True, epochs=3)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -158,6 +159,23 @@ def test_cpu_bf16_support_is_read_from_the_cpu_flags():
     assert cpu_has_native_bf16("processor : 0\nflags : fpu avx2 avx512_bf16\n") is True
     assert cpu_has_native_bf16("processor : 0\nflags : fpu sse4_2 avx2 fma\n") is False
     assert cpu_has_native_bf16("processor : 0\n") is False
+
+
+def test_auto_precision_is_bf16_where_the_hardware_computes_it():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_bf16("auto", cpu, native_cpu=True) and not use_bf16("auto", cpu, native_cpu=False)
+    assert use_bf16("auto", cuda, native_cpu=False)
+    assert not use_bf16("fp32", cpu, native_cpu=True) and use_bf16("bf16", cpu, native_cpu=False)
+    assert not use_bf16("auto", torch.device("mps"), native_cpu=True)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        use_bf16("fp16", cpu)
+
+
+def test_the_run_says_which_precision_it_trained_in(tmp_path, tiny_npz):
+    for precision in ("fp32", "bf16"):
+        imageclf.train(tiny_npz, "xray-4block", tmp_path / precision, device="cpu", epochs=1, img_size=46,
+                       steps_per_epoch=1, batch_size=8, quiet=True, precision=precision)
+        assert json.loads((tmp_path / precision / "metrics.json").read_text())["precision"] == precision
 
 
 def test_bf16_on_a_cpu_without_it_warns_and_nowhere_else():

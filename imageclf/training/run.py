@@ -88,13 +88,16 @@ def resumed_recipe(saved: dict[str, Any], recipe: str | Path | Recipe | None,
 
 def resumed_options(options: TrainOptions, out: str | Path | None) -> TrainOptions:
     """``options`` for resuming the run (or cross-validation) in ``out``: the ``--group-by`` it
-    started with.
+    started with, and under ``--precision auto`` the precision its steps ran in.
 
     The groups decide the validation carve and the folds, so a resumed run keeps them:
-    without ``--group-by`` it takes the saved one, and a different one is refused.
+    without ``--group-by`` it takes the saved one, and a different one is refused. The
+    precision is kept so that a resumed run ends as the uninterrupted one would (``auto``
+    could resolve otherwise on another machine); an explicit ``--precision`` is the user's.
     """
     if not options.resume or out is None:
         return options
+    options = _resumed_precision(options, checkpoint_meta(Path(out)) or {})
     if (Path(out) / CV_FILE).is_file():
         try:
             saved = json.loads((Path(out) / CV_FILE).read_text()).get("group_by")
@@ -108,6 +111,13 @@ def resumed_options(options: TrainOptions, out: str | Path | None) -> TrainOptio
         started = "none" if saved is None else f"'{saved}'"
         raise ConfigError(f"--group-by '{options.group_by}' is not the grouping this run started with "
                           f"({started}); the validation split would change")
+    return options
+
+
+def _resumed_precision(options: TrainOptions, meta: dict) -> TrainOptions:
+    saved = meta.get("precision")
+    if options.precision == "auto" and saved in ("fp32", "bf16"):
+        return replace(options, precision=saved)
     return options
 
 
@@ -175,6 +185,7 @@ class TrainingState:
     num_outputs: int
     device: torch.device
     ema: ModelEma | None = None
+    precision: str = "fp32"  # the training step's: "bf16" under autocast (imageclf.training.precision)
     early: EarlyStopper | None = None
     plateau: PlateauReducer | None = None
     epoch: int = 0
@@ -318,6 +329,7 @@ class RunDir:
             "ema_updates": state.ema.updates if state.ema else 0,
             "sums": {k: float(v) for k, v in state.epoch_sums.items()},
             "data": self.data_fingerprint(dataset), "classes": dataset.classes,
+            "precision": state.precision,
         }
 
     def checkpoint(self, state: TrainingState, recipe, dataset: Dataset) -> None:
@@ -391,7 +403,7 @@ class RunDir:
         the out-of-distribution statistics, written before the config that records their hash."""
         metrics = {"best_epoch": state.best_epoch + 1, "epochs_run": state.epoch, **final,
                    "train_images": len(train), "val_images": len(val),
-                   "skipped_images": len(train.skipped) + len(val.skipped)}
+                   "skipped_images": len(train.skipped) + len(val.skipped), "precision": state.precision}
         if not dist.is_main():
             return metrics
         model = state.eval_model()
