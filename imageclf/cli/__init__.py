@@ -8,12 +8,18 @@ anything loads torch, then imports :mod:`imageclf.cli.app`, where each concern's
 
 from __future__ import annotations
 
+import sys
+
 from imageclf.core.runtime import configure_process
+
+# Arguments after which nothing computes: the cores' load is not worth its 50 ms look.
+ANSWERS_ONLY = {"-h", "--help"}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; Ctrl-C exits 130."""
-    configure_process()
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    configure_process(probe_load=bool(args) and not ANSWERS_ONLY & set(args))
     # Lazy: the commands import torch, and libgomp reads OMP_WAIT_POLICY when torch loads it.
     from imageclf.cli.app import run
 

@@ -121,9 +121,10 @@ def test_the_command_line_configures_the_process_before_torch_loads():
         from imageclf.core import runtime
         configure, at_call = runtime.configure_process, {}
 
-        def spy():
-            at_call["torch"] = "torch" in sys.modules
-            return configure()
+        def spy(**kw):
+            at_call.setdefault("torch", "torch" in sys.modules)  # at the first call
+            at_call["probe"] = kw.get("probe_load")
+            return configure(**kw)
 
         runtime.configure_process = spy  # before imageclf.cli binds it
         from imageclf.cli import main
@@ -131,10 +132,15 @@ def test_the_command_line_configures_the_process_before_torch_loads():
             main(["models"])  # a command that loads torch (--help does not: cli/startup_test.py)
         except SystemExit:
             pass
+        try:
+            main(["--help"])  # nothing to compute: no look at the cores' load
+        except SystemExit:
+            pass
         print(json.dumps({"torch_at_call": at_call.get("torch"), "torch_after": "torch" in sys.modules,
+                          "help_probed": at_call["probe"],
                           "env": {k: os.environ.get(k) for k in SETTINGS}}))
     """.replace("SETTINGS", repr(SETTINGS)), OMP_WAIT_POLICY="ACTIVE")
-    assert seen["torch_at_call"] is False and seen["torch_after"] is True
+    assert seen["torch_at_call"] is False and seen["torch_after"] is True and seen["help_probed"] is False
     # the user's value kept, and with it imageclf leaves the thread count alone
     assert seen["env"] == {**runtime.PROCESS_DEFAULTS, "OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": None}
 
