@@ -12,7 +12,7 @@ the user set.
   already takes a core (:func:`others_cpu_load`, a 50 ms look at ``/proc/stat``), spinning
   threads steal it from the thread doing the work: then one thread per free core, and they
   sleep when idle (``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY=PASSIVE``; with one core busy:
-  1,700-1,800 img/s against 1,150-1,450 for two sleeping threads and 360-700 for two
+  1,680-1,840 img/s against 1,020-1,440 for two sleeping threads and 360-700 for two
   spinning ones). libgomp reads these when it loads, so they only count when set before
   ``import torch``: the CLI does that; a library user sets them in the environment. A user's
   own value of either name leaves both alone.
