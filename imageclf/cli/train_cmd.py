@@ -44,9 +44,9 @@ TrackingUri = Annotated[str, typer.Option(
 OodKeep = Annotated[float, typer.Option(
     "--ood-keep", help="Share of validation images the out-of-distribution threshold keeps (0.99).")]
 Precision = Annotated[str, typer.Option(
-    help="auto (bf16 autocast on CUDA and on CPUs with AMX / AVX512-BF16, where it trains 1.4-1.8x "
-         "faster; fp32 on other CPUs), fp32 (bit-reproducible across machines), or bf16 (on any CPU: "
-         "many times slower where it is emulated).")]
+    help="auto (bf16 autocast on CUDA; on a CPU with AMX / AVX512-BF16 where a training step "
+         "measures 1.2x faster in it, as the seed CNNs do; else fp32), fp32 (bit-reproducible across "
+         "machines), or bf16 (on any CPU: many times slower where it is emulated).")]
 
 
 def train_options(*, class_names: str | None = None, log: list[str] | None = None, **flags) -> TrainOptions:

@@ -178,6 +178,35 @@ def test_the_run_says_which_precision_it_trained_in(tmp_path, tiny_npz):
         assert json.loads((tmp_path / precision / "metrics.json").read_text())["precision"] == precision
 
 
+def test_the_bf16_probe_leaves_the_model_and_the_random_state_as_they_were():
+    from imageclf.training.precision import bf16_pays
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 1)).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    example = torch.rand(4, 1, 8, 8)
+    rng = torch.get_rng_state()
+    faster, speedup = bf16_pays(net, example)
+    assert isinstance(faster, bool) and speedup > 0 and faster == (speedup >= 1.2)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BN statistics too
+    assert torch.equal(torch.get_rng_state(), rng) and not net.training
+    assert all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("measured", [(True, 1.7), (False, 0.8)])
+def test_auto_precision_on_a_bf16_cpu_trains_as_the_step_measured(tmp_path, tiny_npz, monkeypatch, capsys,
+                                                                   measured):
+    monkeypatch.setattr(sys.modules["imageclf.training.precision"], "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(sys.modules["imageclf.training.loop"], "bf16_pays", lambda model, example: measured)
+    imageclf.train(tiny_npz, "xray-4block", tmp_path / "run", device="cpu", epochs=1, img_size=46,
+                   steps_per_epoch=1, batch_size=8, quiet=False)
+    precision = json.loads((tmp_path / "run" / "metrics.json").read_text())["precision"]
+    assert precision == ("bf16" if measured[0] else "fp32")
+    assert f"a bf16 step measured {measured[1]:.2f}x the fp32 one here: training in {precision}" in \
+        capsys.readouterr().err
+
+
 def test_bf16_on_a_cpu_without_it_warns_and_nowhere_else():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert "slower than fp32" in bf16_cpu_warning(True, cpu, native=False)

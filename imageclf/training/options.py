@@ -40,8 +40,9 @@ class TrainOptions:
     cache_dir: str | None = None  # folder for the disk cache (default ~/.cache/imageclf)
     workers: int | None = None  # processes for the first decoding pass (default: all cores)
     quiet: bool = True  # no progress bars or epoch lines (warnings still show)
-    # auto: bf16 autocast on CUDA and on a CPU with AMX / AVX512-BF16, else fp32; bf16: on any
-    # CPU (emulated without those: warned); fp32: never (imageclf.training.precision).
+    # auto: bf16 autocast on CUDA, and on a CPU with AMX / AVX512-BF16 where a step measures
+    # faster in it, else fp32; bf16: on any CPU (emulated without those: warned); fp32: never
+    # (imageclf.training.precision).
     precision: str = "auto"
     # Share of the validation images the out-of-distribution threshold keeps (imageclf.modelfile.ood).
     ood_keep: float = 0.99
