@@ -112,11 +112,12 @@ def others_cpu_load(seconds: float = 0.05) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     busy = total = 0
-    for core in cores & before.keys() & after.keys():
+    seen = cores & before.keys() & after.keys()
+    for core in seen:
         spent = [b - a for a, b in zip(before[core], after[core])]
         total += sum(spent)
         busy += sum(spent) - spent[3] - spent[4]  # all but idle and iowait (steal counts: it is taken)
-    return busy / total * len(cores) if total else None
+    return busy / total * len(seen) if total else None
 
 
 def _cores() -> set[int]:
