@@ -37,6 +37,7 @@ from imageclf.modelfile.ood import (
     feature_heads,
     feature_pool,
     fit_scorer,
+    largest_part,
     parse_method,
     part_scale,
     pixel_stats,
@@ -121,18 +122,16 @@ def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_imag
     fits = [("features", m, train_f, val_f) for m in methods]
     if flat:
         fits.append(("pixels", PIXEL_METHOD, train_p, val_p))
-    parts, val_scores = [], None
+    parts, raws = [], []
     for source, name, train_x, val_x in fits:
         features = source == "features"
         scorer = fit_scorer(name, train_x, labels, seed, pooled_by=pool if features else None, bank=bank)
-        raw = _val_scores(scorer.score_pooled if features else scorer, val_x, batch_size)
-        parts.append(OodPart(source, scorer, part_scale(raw.numpy())))
-        # The score prediction computes (OodStats.score): the largest part over its scale, from
-        # the same pooled float32 features in the same batches, so the threshold needs no second pass.
-        scaled = raw / parts[-1].scale
-        val_scores = scaled if val_scores is None else torch.maximum(val_scores, scaled)
+        raws.append(_val_scores(scorer.score_pooled if features else scorer, val_x, batch_size))
+        parts.append(OodPart(source, scorer, part_scale(raws[-1].numpy())))
     stats = OodStats("+".join(methods), [parts], threshold=float("inf"), keep=keep)
-    val_scores = val_scores.numpy()
+    # The score prediction computes (OodStats.score), from the same pooled float32 features in the
+    # same batches: the threshold needs no second pass.
+    val_scores = largest_part(parts, raws).numpy()
     stats.threshold = threshold_for(val_scores, keep)
     kept = float(np.mean(val_scores <= stats.threshold))
     stats.info = {"val_images": int(len(val_images)), "val_kept": kept, "train_images": int(len(index)),

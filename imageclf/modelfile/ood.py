@@ -322,6 +322,16 @@ class OodPart:
     scale: float = 1.0
 
 
+def largest_part(parts: list[OodPart], raw: list[torch.Tensor]) -> torch.Tensor:
+    """One member's score: the largest of its parts' raw scores, each over its part's scale (what
+    prediction computes, and what the fit sets the threshold on)."""
+    best = None
+    for p, s in zip(parts, raw):
+        s = s / p.scale
+        best = s if best is None else torch.maximum(best, s)
+    return best
+
+
 @dataclass
 class OodStats:
     """A model's OOD scorers and the threshold on their score.
@@ -374,16 +384,16 @@ class OodStats:
         pixels = pixel_stats(x) if any(p.source == "pixels" for m in self.members for p in m) else None
         total = None
         for parts, f, t in zip(self.members, feats, self.member_thresholds):
-            best = None
+            raw = []
             pooled: dict[int, torch.Tensor] = {}  # mahalanobis and knn pool the same features once
             for p in parts:
                 if p.source == "features":
                     if p.scorer.pool not in pooled:
                         pooled[p.scorer.pool] = pool_features(f.flatten(1).float(), p.scorer.pool)
-                    s = p.scorer.score_pooled(pooled[p.scorer.pool]) / p.scale
+                    raw.append(p.scorer.score_pooled(pooled[p.scorer.pool]))
                 else:
-                    s = p.scorer(pixels) / p.scale
-                best = s if best is None else torch.maximum(best, s)
+                    raw.append(p.scorer(pixels))
+            best = largest_part(parts, raw)
             total = best / t if total is None else total + best / t
         return total / len(self.members)
 

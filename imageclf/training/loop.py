@@ -179,8 +179,10 @@ def prepare_run(data: str | Path | Dataset, recipe: str | Path | Recipe | None, 
     the dataset and its train / validation split."""
     device = dist.setup(resolve_device(options.device))  # joins torchrun's group, if any
     rep = options.reporter() if dist.is_main() else QUIET
-    amp = use_bf16(options.precision, device)
-    if (slow := bf16_cpu_warning(amp, device, cpu_has_native_bf16() if amp else None)):
+    # /proc/cpuinfo read once, only where the answer counts (a CPU, bf16 possible)
+    native = cpu_has_native_bf16() if device.type == "cpu" and options.precision != "fp32" else None
+    amp = use_bf16(options.precision, device, native)
+    if (slow := bf16_cpu_warning(amp, device, native)):
         rep.warn(slow)
     resolved = None
     if not options.resume:  # resolved first: a bad recipe or setting leaves no run folder behind

@@ -58,6 +58,7 @@ from imageclf.training.checkpoint import (
     save_checkpoint,
 )
 from imageclf.training.options import TrainOptions
+from imageclf.training.precision import PRECISIONS
 
 CHECKPOINT_EVERY_S = 600.0
 
@@ -97,14 +98,15 @@ def resumed_options(options: TrainOptions, out: str | Path | None) -> TrainOptio
     """
     if not options.resume or out is None:
         return options
-    options = _resumed_precision(options, checkpoint_meta(Path(out)) or {})
+    meta = checkpoint_meta(Path(out)) or {}
+    options = _resumed_precision(options, meta)
     if (Path(out) / CV_FILE).is_file():
         try:
             saved = json.loads((Path(out) / CV_FILE).read_text()).get("group_by")
         except (OSError, ValueError):
             saved = None
     else:
-        saved = ((checkpoint_meta(Path(out)) or {}).get("data") or {}).get("group_by")
+        saved = (meta.get("data") or {}).get("group_by")
     if options.group_by is None and saved is not None:
         return replace(options, group_by=saved)
     if options.group_by is not None and options.group_by != saved:
@@ -116,7 +118,7 @@ def resumed_options(options: TrainOptions, out: str | Path | None) -> TrainOptio
 
 def _resumed_precision(options: TrainOptions, meta: dict) -> TrainOptions:
     saved = meta.get("precision")
-    if options.precision == "auto" and saved in ("fp32", "bf16"):
+    if options.precision == "auto" and saved in PRECISIONS and saved != "auto":
         return replace(options, precision=saved)
     return options
 
