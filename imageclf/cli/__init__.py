@@ -1,6 +1,7 @@
 """The ``imageclf`` command: a thin layer over the Python API (no logic lives only here).
 
-:func:`main` is the entry point (the console script, ``python -m imageclf.cli``). It is kept
+:func:`entry` is the entry point (the console script, ``python -m imageclf.cli``): :func:`main`,
+then :func:`~imageclf.core.runtime.exit_process`. :func:`main` (what tests call) is kept
 light: it makes the process settings (:func:`~imageclf.core.runtime.configure_process`) before
 anything loads torch, then imports :mod:`imageclf.cli.app`, where each concern's module
 (``cli/train_cmd.py``, ...) adds its commands.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from imageclf.core.runtime import configure_process
+from imageclf.core.runtime import configure_process, exit_process
 
 # Arguments after which nothing computes: the cores' load is not worth its 50 ms look.
 ANSWERS_ONLY = {"-h", "--help"}
@@ -26,4 +27,14 @@ def main(argv: list[str] | None = None) -> None:
     run(argv)
 
 
-__all__ = ["main"]
+def entry() -> None:
+    """The console script and ``python -m imageclf.cli``: :func:`main`, then the process ends
+    without the interpreter's slow teardown (:func:`~imageclf.core.runtime.exit_process`)."""
+    try:
+        main()
+    except SystemExit as exc:
+        exit_process(exc.code)
+    exit_process(0)
+
+
+__all__ = ["entry", "main"]

@@ -1,5 +1,5 @@
 """``python -m imageclf.cli ...`` (and ``torchrun ... -m imageclf.cli train ...``)."""
 
-from imageclf.cli import main
+from imageclf.cli import entry
 
-main()
+entry()

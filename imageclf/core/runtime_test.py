@@ -189,3 +189,32 @@ def test_a_server_replaces_the_command_lines_malloc_settings_but_not_the_users(m
     runtime.configure_process()
     assert "MALLOC_TRIM_THRESHOLD_" not in runtime.configure_process(serving=True)
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+
+
+EXITING = """
+    import atexit, sys, threading, time, types
+    from imageclf.core.runtime import exit_process
+    if sys.argv[1] == "torch":
+        sys.modules["torch"] = types.ModuleType("torch")  # exit_process only asks whether it is loaded
+    def late():
+        time.sleep(0.2)
+        print("thread done")
+    threading.Thread(target=late).start()
+    atexit.register(lambda: print("handler ran"))
+    print("work done")
+    exit_process(int(sys.argv[2]) if sys.argv[2].isdigit() else sys.argv[2])
+    print("not reached")
+"""
+
+
+@pytest.mark.parametrize("loaded", ["torch", "none"])
+@pytest.mark.parametrize("code, status", [("0", 0), ("3", 3), ("bad input", 1)])
+def test_the_command_exits_with_its_status_after_its_threads_and_exit_handlers(loaded, code, status):
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(EXITING), loaded, code],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == status, proc.stderr
+    # Buffered output (a pipe), the non-daemon thread's and the exit handler's, in the
+    # interpreter's own order; nothing after the exit.
+    assert proc.stdout.splitlines() == ["work done", "thread done", "handler ran"]
+    assert ("bad input" in proc.stderr) == (status == 1)
+

@@ -1,3 +1,4 @@
+import multiprocessing
 import os
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 from imageclf.core.errors import BadImageError
 from imageclf.data import synthetic as testing
-from imageclf.data.cache import DiskImages, cache_split
+from imageclf.data.cache import DiskImages, cache_split, decode_paths
 from imageclf.data.hashing import pixel_hashes
 from imageclf.data.images import Preprocessing
 from imageclf.data.sources import open_dataset
@@ -42,6 +43,21 @@ def test_parallel_decode_keeps_order(split):
     one = cache_split(split, PRE, storage="memory", workers=1)
     two = cache_split(split, PRE, storage="memory", workers=2)
     assert np.array_equal(one.images, two.images)
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_meanwhile_runs_once_while_every_decode_process_is_up(split, storage, tmp_path):
+    seen = []
+    cached = cache_split(split, PRE, storage=storage, cache_dir=tmp_path / "c", workers=2,
+                         meanwhile=lambda: seen.append(len(multiprocessing.active_children())))
+    assert seen == [2] and len(cached) == len(split)
+    # Not where nothing decodes in parallel: threads (the GIL), one worker, the cache reused.
+    for kw in ({"workers": 2, "threads": True}, {"workers": 1}):
+        list(decode_paths(split.paths, PRE, meanwhile=lambda: seen.append("again"), **kw))
+    if storage == "disk":
+        cache_split(split, PRE, storage=storage, cache_dir=tmp_path / "c", workers=2,
+                    meanwhile=lambda: seen.append("again"))
+    assert seen == [2]
 
 
 def test_bad_file_named_or_skipped(split):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from imageclf.core.errors import BadImageError, ConfigError
 from imageclf.data.images import Preprocessing, load_image, prepare_array, to_uint8
@@ -45,17 +45,41 @@ def test_transparent_palette_pixels_become_black():
     assert out.max() == 0
 
 
-def test_exif_orientation_applied():
-    # A 4 x 2 image, left half white; orientation 6 means "rotate 90 degrees clockwise to view".
+def _oriented(fmt: str, where: str) -> bytes:
+    """A 4 x 2 image, left half white, stored with orientation 6 ("rotate 90 degrees clockwise
+    to view") in EXIF or in XMP."""
     arr = np.zeros((2, 4), np.uint8)
     arr[:, :2] = 255
     img = Image.fromarray(arr)
+    lossless = {"lossless": True} if fmt == "WEBP" else {}
+    if where == "xmp":
+        xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>'
+               '<rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+        if fmt == "PNG":  # an iTXt chunk, as Pillow reads a PNG's XMP
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", xmp)
+            return _png(img, fmt, pnginfo=info)
+        return _png(img, fmt, xmp=xmp.encode(), **lossless)
     exif = Image.Exif()
     exif[0x0112] = 6
-    out = load_image(_png(img, "PNG", exif=exif), Preprocessing(size=(4, 2), channels=1))[..., 0]
+    if fmt == "TIFF":
+        return _png(img, fmt, tiffinfo={0x0112: 6})
+    return _png(img, fmt, exif=exif, **lossless)
+
+
+@pytest.mark.parametrize("fmt, where", [("PNG", "exif"), ("WEBP", "exif"), ("TIFF", "exif"),
+                                        ("PNG", "xmp"), ("WEBP", "xmp")])
+def test_orientation_applied_wherever_the_file_stores_it(fmt, where):
+    out = load_image(_oriented(fmt, where), Preprocessing(size=(4, 2), channels=1))[..., 0]
     # After rotation the image is 2 wide x 4 high with the white half on top.
     assert out.shape == (4, 2)
     assert out[:2].min() == 255 and out[2:].max() == 0
+
+
+def test_orientation_of_a_jpeg_applied():
+    # JPEG's own loss blurs the edge: the halves are told apart by their means.
+    out = load_image(_oriented("JPEG", "exif"), Preprocessing(size=(4, 2), channels=1))[..., 0]
+    assert out.shape == (4, 2) and out[:2].mean() > 200 > 50 > out[2:].mean()
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -84,14 +108,31 @@ def test_pixel_limit_checked_before_decoding():
         load_image(_png(img), Preprocessing(size=(8, 8), channels=1, max_pixels=10_000))
 
 
-def test_large_jpeg_draft_decoding_matches_full_decode_closely():
+@pytest.mark.parametrize("draft", [1, 2])
+def test_large_jpeg_draft_decoding_matches_full_decode_closely(draft):
     rng = np.random.default_rng(0)
     base = np.kron(rng.integers(0, 255, (20, 20)), np.ones((60, 60))).astype(np.uint8)
     data = _png(Image.fromarray(base), "JPEG", quality=95)
-    pre = Preprocessing(size=(64, 64), channels=1)
+    pre = Preprocessing(size=(64, 64), channels=1, jpeg_draft=draft)
     fast = load_image(data, pre).astype(int)
     full = np.asarray(Image.open(io.BytesIO(data)).convert("L").resize((64, 64), Image.BILINEAR)).astype(int)
     assert np.abs(fast[..., 0] - full).mean() < 4
+
+
+def test_jpeg_draft_is_the_model_files_and_older_files_keep_twice_the_size():
+    # 400 px to 64: drafted at once the target, the decode starts from 1/4 (100 px); at
+    # twice it, from 1/2 (200 px). Their pixels differ, so the model file must say which.
+    rng = np.random.default_rng(1)
+    data = _png(Image.fromarray(rng.integers(0, 255, (400, 400), np.uint8)), "JPEG", quality=90)
+    at_once, at_twice = (load_image(data, Preprocessing((64, 64), 1, jpeg_draft=d)) for d in (1, 2))
+    assert not np.array_equal(at_once, at_twice)
+    pre = Preprocessing((64, 64), 1)
+    assert pre.jpeg_draft == 1 and Preprocessing.from_dict(pre.to_dict()) == pre
+    older = {k: v for k, v in pre.to_dict().items() if k != "jpeg_draft"}
+    assert Preprocessing.from_dict(older).jpeg_draft == 2
+    assert Preprocessing.from_dict(older).to_dict() == older  # its config reads back unchanged
+    with pytest.raises(ConfigError, match="jpeg_draft"):
+        Preprocessing((64, 64), 1, jpeg_draft=3)
 
 
 @pytest.mark.parametrize("resize", ["squash", "pad", "crop"])

@@ -19,6 +19,14 @@ OptimizerFactory = Callable[[list[dict], float, dict], torch.optim.Optimizer]
 FUSED = {"adam", "adamw", "sgd"}
 FUSED_DEVICES = {"cpu", "cuda"}
 
+def import_optimizer_machinery() -> None:
+    """Import what a torch optimiser imports when it is first made: torch._dynamo (its
+    ``add_param_group`` and ``step`` are wrapped to keep torch.compile out), 1-2 s of one core
+    on the 2-core EPYC. Training runs this while the decode processes fill the cache
+    (:func:`~imageclf.data.cache.decode_paths`' ``meanwhile``), so the two overlap."""
+    import torch._dynamo  # noqa: F401
+
+
 OPTIMIZERS: dict[str, OptimizerFactory] = {
     "adam": lambda groups, lr, kw: torch.optim.Adam(groups, lr=lr, **kw),
     "adamw": lambda groups, lr, kw: torch.optim.AdamW(groups, lr=lr, **kw),
