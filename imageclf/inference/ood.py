@@ -50,6 +50,11 @@ from imageclf.recipes.schema import Recipe
 # Training images the statistics are fitted on, at most (a random subset beyond): a covariance
 # of a few hundred features is settled long before, and the pass stays a fraction of an epoch.
 MAX_FIT_IMAGES = 20_000
+# And at most this many per pooled feature, never fewer than the kNN bank keeps: xray-5block's
+# 64 features fitted on 2,048 of its 4,708 training images tell far-off kinds from its own within
+# the spread of fits on all of them (BENCHMARKS.md, Out of distribution), and the pass that
+# ends its training takes 2-3 s less.
+FIT_PER_FEATURE = 16
 
 
 @torch.inference_mode()
@@ -70,7 +75,8 @@ def head_inputs(
     captured: list[torch.Tensor] = []
     handle = heads[0].register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
     network.eval()
-    feats, pixels, width = [], [], 0
+    feats = pixels = None
+    width = 0
     try:
         for start in range(0, len(images), batch_size):
             x = batch_input(images[start : start + batch_size], pre, device)
@@ -78,19 +84,30 @@ def head_inputs(
             network(x)
             f = captured[-1].flatten(1).cpu().float()
             width = f.shape[1]
-            feats.append(pool_features(f, feature_pool(width, cap)).double())
-            pixels.append(pixel_stats(x).cpu())
+            pooled, spread = pool_features(f, feature_pool(width, cap)), pixel_stats(x).cpu()
+            if feats is None:  # filled in place: a concatenation would copy 330 MB (mnist-basic) once more
+                feats = np.empty((len(images), pooled.shape[1]), np.float64)
+                pixels = np.empty((len(images), spread.shape[1]), spread.numpy().dtype)
+            feats[start : start + len(f)] = pooled.numpy()
+            pixels[start : start + len(f)] = spread.numpy()
     finally:
         handle.remove()
-    return torch.cat(feats).numpy(), torch.cat(pixels).numpy(), feature_pool(width, cap), width
+    if feats is None:
+        raise ConfigError("no images to take head inputs of")
+    return feats, pixels, feature_pool(width, cap), width
 
 
-def fit_subset(n: int, seed: int) -> np.ndarray:
+def fit_limit(features: int, bank: int = KNN_BANK) -> int:
+    """How many training images statistics of ``features`` pooled features are fitted on, at most."""
+    return min(MAX_FIT_IMAGES, max(bank, FIT_PER_FEATURE * features))
+
+
+def fit_subset(n: int, seed: int, limit: int = MAX_FIT_IMAGES) -> np.ndarray:
     """The indices of the ``n`` training images the statistics are fitted on: all of them, or a
-    sorted random MAX_FIT_IMAGES of them."""
-    if n <= MAX_FIT_IMAGES:
+    sorted random ``limit`` (:func:`fit_limit`) of them."""
+    if n <= limit:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, MAX_FIT_IMAGES, replace=False))
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
 @torch.no_grad()
@@ -114,7 +131,8 @@ def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_imag
     methods = parse_method(method)
     if len(val_images) == 0:
         raise ConfigError("no validation images to set the OOD threshold on")
-    index = fit_subset(len(train_images), seed)
+    first = head_inputs(network, train_images[:1], pre, device, batch_size, cap)[0]
+    index = fit_subset(len(train_images), seed, fit_limit(first.shape[1], bank))
     subset = train_images[index] if len(index) < len(train_images) else train_images
     train_f, train_p, pool, width = head_inputs(network, subset, pre, device, batch_size, cap)
     val_f, val_p, _, _ = head_inputs(network, val_images, pre, device, batch_size, cap)

@@ -158,6 +158,19 @@ def test_fit_ood_pools_to_the_cap_and_banks_the_stated_number(trained_run, tiny_
     assert scores.shape == (4,) and stats.info["val_kept"] >= 0.98
 
 
+def test_fit_ood_fits_on_as_many_images_as_its_features_need(trained_run, tiny_folders):
+    from imageclf.inference.ood import FIT_PER_FEATURE, fit_ood
+
+    model = imageclf.load(trained_run, device="cpu")
+    train = np.stack([model.prepare(p) for p in own_images(tiny_folders, "train")])
+    val = np.stack([model.prepare(p) for p in own_images(tiny_folders)])
+    args = (model.model, train, np.arange(len(train)) % 2, val, model.preprocessing, model.device)
+    assert fit_ood(*args).info["train_images"] == len(train) == 64  # 128 features: all of them
+    # Two pooled features need 2 x FIT_PER_FEATURE images, and the bank of 8 no more.
+    assert fit_ood(*args, cap=2, bank=8).info["train_images"] == 2 * FIT_PER_FEATURE < 64
+    assert fit_ood(*args, cap=2, bank=48).info["train_images"] == 48  # never fewer than the bank
+
+
 def test_the_fitted_threshold_keeps_what_prediction_keeps(trained_run, tiny_folders):
     from imageclf.inference.forward import predict_scored
     from imageclf.inference.ood import fit_ood
