@@ -65,3 +65,15 @@ def test_study_refits_every_cap_and_bank_in_memory_and_leaves_the_run_alone(tiny
     assert max(default["auc_sd"].values()) == 0.0  # every training feature banked: the draws agree
     table = ood.study_markdown(result)
     assert "| 32 | 32 (4) | 16 |" in table and "| 2048 | 128 (1) | 96 | " in table and "+0.0000" in table
+
+
+def test_the_fit_size_study_refits_on_each_number_and_leaves_the_run_alone(tiny_run):
+    from bench import ood_fit
+
+    run, data = tiny_run
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    result = ood_fit.refit_rows(str(run), str(data), ["blank", "noise"], 10, [96, 40], draws=2)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert [(r["fit_images"], r["draw"]) for r in result["rows"]] == [(96, 0), (96, 1), (40, 0), (40, 1)]
+    assert all(r["auc"]["blank"] == 1.0 and 0 <= r["auc"]["noise"] <= 1 for r in result["rows"])
+    assert "| 40 | 1 |" in ood_fit.markdown(result)

@@ -120,19 +120,22 @@ def _val_scores(score, inputs: np.ndarray, batch_size: int) -> torch.Tensor:
 def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_images, pre: Preprocessing,
             device: torch.device, *, keep: float = DEFAULT_KEEP, method: str = DEFAULT_METHOD,
             flat: bool = True, batch_size: int = 64, seed: int = 0, cap: int = FEATURE_CAP,
-            bank: int = KNN_BANK) -> OodStats:
+            bank: int = KNN_BANK, fit_images: int | None = None) -> OodStats:
     """Statistics from the training images, scales and threshold from the validation images.
 
     ``method``: the features' distances (``mahalanobis``, ``knn``, or both: ``mahalanobis+knn``);
     ``flat``: also the flatness ratio of the pixels' spread. Each part is divided by its
     SCALE_QUANTILE on the validation images; the score is the largest. ``cap``: head inputs
-    wider are pooled to at most this many values; ``bank``: the training features knn keeps.
+    wider are pooled to at most this many values; ``bank``: the training features knn keeps;
+    ``fit_images``: training images fitted on, at most (default :func:`fit_limit`'s).
     """
     methods = parse_method(method)
     if len(val_images) == 0:
         raise ConfigError("no validation images to set the OOD threshold on")
-    first = head_inputs(network, train_images[:1], pre, device, batch_size, cap)[0]
-    index = fit_subset(len(train_images), seed, fit_limit(first.shape[1], bank))
+    if fit_images is None:
+        features = head_inputs(network, train_images[:1], pre, device, batch_size, cap)[0].shape[1]
+        fit_images = fit_limit(features, bank)
+    index = fit_subset(len(train_images), seed, fit_images)
     subset = train_images[index] if len(index) < len(train_images) else train_images
     train_f, train_p, pool, width = head_inputs(network, subset, pre, device, batch_size, cap)
     val_f, val_p, _, _ = head_inputs(network, val_images, pre, device, batch_size, cap)
