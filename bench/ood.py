@@ -450,19 +450,33 @@ def study_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def far_off_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments every OOD study takes: the run, its data, the far-off kinds and their count,
+    the JSON file (also bench.ood_fit's)."""
     ap.add_argument("run")
     ap.add_argument("data")
     ap.add_argument("--kinds", default="catsdogs,fashion,mnist,noise,blank,text")
     ap.add_argument("--n", type=int, default=500, help="images of each far-off kind")
+    ap.add_argument("--json", help="write the figures here")
+    return ap
+
+
+def report(result: dict, table: str, json_path: str | None) -> dict:
+    """Print a study's table and write its figures to ``json_path`` (when given)."""
+    print(table)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = far_off_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare", action="store_true", help="also refit and score every method")
     ap.add_argument("--caps", help="cost study: feature caps, comma-separated (with --banks)")
     ap.add_argument("--banks", help="cost study: knn bank sizes, comma-separated")
     ap.add_argument("--repeats", type=int, default=15, help="cost study: timed repeats of the score")
     ap.add_argument("--draws", type=int, default=1, help="cost study: knn banks drawn per variant")
-    ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     kinds = args.kinds.split(",")
     if args.caps or args.banks:
@@ -471,13 +485,9 @@ def main(argv: list[str] | None = None) -> dict:
         caps = [int(c) for c in (args.caps or str(FEATURE_CAP)).split(",")]
         banks = [int(b) for b in (args.banks or str(KNN_BANK)).split(",")]
         result = study(args.run, args.data, kinds, args.n, args.seed, caps, banks, args.repeats, args.draws)
-        print(study_markdown(result))
-    else:
-        result = measure(args.run, args.data, kinds, args.n, args.seed, args.compare)
-        print(markdown(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+        return report(result, study_markdown(result), args.json)
+    result = measure(args.run, args.data, kinds, args.n, args.seed, args.compare)
+    return report(result, markdown(result), args.json)
 
 
 if __name__ == "__main__":

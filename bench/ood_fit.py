@@ -13,14 +13,12 @@ far-off kind of :mod:`bench.ood` is reported with the seconds the fit took. The 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .ood import far_inputs, in_distribution
+from .ood import far_inputs, far_off_args, in_distribution, report
 
 
 def refit_rows(run: str, data: str, kinds: list[str], n: int, sizes: list[int], draws: int) -> dict:
@@ -73,22 +71,14 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("run")
-    ap.add_argument("data")
+    ap = far_off_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     ap.add_argument("--fit-images", default="20000,2048,1024",
                     help="training images to fit on, comma-separated")
     ap.add_argument("--draws", type=int, default=3, help="subsets drawn per number")
-    ap.add_argument("--kinds", default="catsdogs,fashion,mnist,noise,blank,text")
-    ap.add_argument("--n", type=int, default=500, help="images of each far-off kind")
-    ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.fit_images.split(",")]
     result = refit_rows(args.run, args.data, args.kinds.split(","), args.n, sizes, args.draws)
-    print(markdown(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return report(result, markdown(result), args.json)
 
 
 if __name__ == "__main__":
