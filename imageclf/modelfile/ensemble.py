@@ -17,6 +17,7 @@ channels, resize, mean, std): each then sees exactly the input it was trained on
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from imageclf.core.errors import ConfigError
@@ -35,12 +36,12 @@ def _check_compatible(configs: list, runs: list[str]) -> None:
         if cfg.classes != first.classes:
             raise ConfigError(f"{run}: classes {cfg.classes} differ from {runs[0]}'s {first.classes}; "
                               "ensemble members must predict the same classes in the same order")
-        a, b = first.preprocessing.to_dict(), cfg.preprocessing.to_dict()
-        diff = [k for k in a if a[k] != b.get(k)]
+        a, b = asdict(first.preprocessing), asdict(cfg.preprocessing)  # every field, to_dict omits some
+        diff = [k for k in a if a[k] != b[k]]
         if diff:
             raise ConfigError(f"{run}: preprocessing differs from {runs[0]}'s in {', '.join(diff)} "
-                              f"({', '.join(f'{b.get(k)} vs {a[k]}' for k in diff)}); ensemble members "
-                              "must share size, channels, resize, mean and std")
+                              f"({', '.join(f'{b[k]} vs {a[k]}' for k in diff)}); ensemble members "
+                              "must share size, channels, resize, mean, std and JPEG draft")
 
 
 def build_ensemble(runs: list[str | Path], out: str | Path, *, force: bool = False,

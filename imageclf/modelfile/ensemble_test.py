@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -60,6 +63,19 @@ def test_refuses_mismatched_members(tmp_path, first_run, tiny_folders):
         build_ensemble([first_run, other], tmp_path / "e1")
     with pytest.raises(ImageclfError, match="at least two"):
         build_ensemble([first_run], tmp_path / "e2")
+
+
+def test_refuses_a_member_whose_jpegs_were_decoded_otherwise(tmp_path, first_run, second_run):
+    # A model file from before jpeg_draft says nothing of it: its JPEGs were drafted at twice the size.
+    older = tmp_path / "older"
+    shutil.copytree(second_run, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["preprocessing"]["jpeg_draft"]
+    (older / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ImageclfError, match="preprocessing differs.*jpeg_draft.*2 vs 1"):
+        build_ensemble([first_run, older], tmp_path / "e3")
+    with pytest.raises(ImageclfError, match="preprocessing differs.*jpeg_draft.*1 vs 2"):
+        build_ensemble([older, first_run], tmp_path / "e4")
 
 
 def test_cli_ensemble(tmp_path, first_run, second_run, capsys):
