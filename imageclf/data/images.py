@@ -34,8 +34,8 @@ IMAGE_SUFFIXES = frozenset(
 RESIZE_MODES = ("squash", "pad", "crop")
 
 # JPEGs were drafted at twice the target (Pillow's thumbnail rule) until 2026-12-02; at once
-# the target is 0.33 against 0.47 ms a 250 px photo to 64 px, and a model trains on what it
-# is later shown either way (BENCHMARKS.md, Speed). Model files from before keep theirs.
+# the target a 250 px photo to 64 px takes 0.30-0.40 against 0.46-0.66 ms, and a model trains on
+# what it is later shown either way (BENCHMARKS.md, Speed). Model files from before keep theirs.
 LEGACY_JPEG_DRAFT = 2
 
 # The formats Pillow may decode: those IMAGE_SUFFIXES name, no more. Pillow knows ~40; the
@@ -229,7 +229,7 @@ def upright(img: Image.Image) -> Image.Image:
     """The decoded image turned as its EXIF (or XMP) orientation says.
 
     ImageOps.exif_transpose parses the metadata and copies the image even when there is
-    nothing to turn: a third of a 28 px PNG's whole decode (85 against 56 us). Most images
+    nothing to turn: 40 % of a 28 px PNG's whole decode (86 against 52 us). Most images
     carry no orientation at all, and Pillow knows where one would be once it has decoded.
     """
     img.load()
