@@ -94,10 +94,8 @@ def config_from_metadata(meta: dict[str, str], where: str) -> ModelConfig:
 
 def same_config(meta: dict[str, str], config: ModelConfig) -> bool:
     """Whether an exported file was written from exactly this config (weights' hash, threshold,
-    temperature and everything else in config.json). Both are read as config.json is, so a
-    field added since (its value for older files filled in) does not make a graph stale."""
+    temperature and everything else in config.json)."""
     try:
-        carried = config_from_metadata(meta, "<exported file>")
-    except (KeyError, ModelFileError):
+        return json.loads(meta["config"]) == json.loads(json.dumps(config.to_dict()))
+    except (KeyError, ValueError):
         return False
-    return json.loads(json.dumps(carried.to_dict())) == json.loads(json.dumps(config.to_dict()))
