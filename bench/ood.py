@@ -389,7 +389,7 @@ def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[i
 
     import imageclf
     from imageclf.data.transforms import batch_input
-    from imageclf.inference.ood import fit_limit, fit_subset, head_inputs
+    from imageclf.inference.ood import fit_index, head_inputs
     from imageclf.modelfile.ood import feature_pool
 
     model = imageclf.load(run, device="cpu")
@@ -397,8 +397,8 @@ def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[i
         sys.exit(f"{run}: this model has no OOD statistics (train it with this imageclf)")
     fit_seed = int(model.config.recipe.get("seed", 0))  # what training's own fit drew with
     val_x, _, train_x, train_y = in_distribution(model, data)
-    width = head_inputs(model.model, train_x[:1], model.preprocessing, model.device)[0].shape[1]
-    index = fit_subset(len(train_x), fit_seed, fit_limit(width))  # the images training's own fit used
+    # the images training's own fit used
+    index = fit_index(model.model, train_x, model.preprocessing, model.device, fit_seed)
     sets = {"train": train_x[index], "val": val_x, **{k: far_inputs(k, model, n, seed) for k in kinds}}
     labels = np.asarray(train_y)[index]
     probe = val_x[:128]

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from .ood import far_inputs, far_off_args, in_distribution, report
+from .ood import far_inputs, far_off_args, in_distribution, report, study_rows
 
 
 def refit_rows(run: str, data: str, kinds: list[str], n: int, sizes: list[int], draws: int) -> dict:
@@ -48,11 +48,8 @@ def refit_rows(run: str, data: str, kinds: list[str], n: int, sizes: list[int], 
                            for p in parts]
                 return largest_part(parts, raw).numpy()
 
-            val, aucs = score("val"), {}
-            for kind in kinds:
-                far = score(kind)
-                truth = np.r_[np.zeros(len(val)), np.ones(len(far))]
-                aucs[kind] = float(binary_roc_auc(truth, np.r_[val, far]))
+            per_kind = study_rows({k: score(k) for k in inputs}, stats.threshold, binary_roc_auc)
+            aucs = {k: float(r["auc"]) for k, r in per_kind.items()}
             rows.append({"asked": size, "fit_images": int(stats.info["train_images"]), "draw": draw,
                          "fit_s": round(seconds, 2), "auc": aucs})
     return {"run": run, "data": data, "train_images": len(train_x), "val_images": len(val_x),

@@ -110,6 +110,18 @@ def fit_subset(n: int, seed: int, limit: int = MAX_FIT_IMAGES) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
+def fit_index(network: nn.Module, train_images, pre: Preprocessing, device: torch.device, seed: int, *,
+              cap: int = FEATURE_CAP, bank: int = KNN_BANK, fit_images: int | None = None,
+              batch_size: int = 64) -> np.ndarray:
+    """The indices of the training images :func:`fit_ood` fits on: :func:`fit_subset` of
+    ``fit_images``, by default :func:`fit_limit`'s for the network's pooled features (one image's
+    pass tells their number)."""
+    if fit_images is None:
+        features = head_inputs(network, train_images[:1], pre, device, batch_size, cap)[0].shape[1]
+        fit_images = fit_limit(features, bank)
+    return fit_subset(len(train_images), seed, fit_images)
+
+
 @torch.no_grad()
 def _val_scores(score, inputs: np.ndarray, batch_size: int) -> torch.Tensor:
     """``score`` of head inputs (pooled features or pixel spreads), float32, in prediction's batches."""
@@ -132,10 +144,8 @@ def fit_ood(network: nn.Module, train_images, train_labels: np.ndarray, val_imag
     methods = parse_method(method)
     if len(val_images) == 0:
         raise ConfigError("no validation images to set the OOD threshold on")
-    if fit_images is None:
-        features = head_inputs(network, train_images[:1], pre, device, batch_size, cap)[0].shape[1]
-        fit_images = fit_limit(features, bank)
-    index = fit_subset(len(train_images), seed, fit_images)
+    index = fit_index(network, train_images, pre, device, seed, cap=cap, bank=bank, fit_images=fit_images,
+                      batch_size=batch_size)
     subset = train_images[index] if len(index) < len(train_images) else train_images
     train_f, train_p, pool, width = head_inputs(network, subset, pre, device, batch_size, cap)
     val_f, val_p, _, _ = head_inputs(network, val_images, pre, device, batch_size, cap)
