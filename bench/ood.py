@@ -16,12 +16,13 @@ features and scores the max-logit and energy baselines, to choose the method by 
 
     python -m bench.ood RUN DATA --caps 2048,1024,512,256 --banks 4096,2048,1024,512 [--json F]
 
-is the cost study: for every (feature cap, knn bank) pair, the default ``mahalanobis+knn`` (+ flat)
-statistics are refitted in memory on the training split's features as ``imageclf ood`` would
-(RUN is only read), the threshold set on validation to keep the stored share, and each variant
-reports the OOD ROC-AUC and share refused per far-off kind, the validation share answered, the
-time of :meth:`~imageclf.modelfile.ood.OodStats.score` alone on 128 images on one thread (median
-of ``--repeats``) and the multiply-adds per image.
+is the cost study (``--pooling runs``: a flattened map pooled in runs of consecutive values, as
+models before block pooling were): for every (feature cap, knn bank) pair, the default
+``mahalanobis+knn`` (+ flat) statistics are refitted in memory on the training split's features
+as ``imageclf ood`` would (RUN is only read), the threshold set on validation to keep the stored
+share, and each variant reports the OOD ROC-AUC and share refused per far-off kind, the
+validation share answered, the time of :meth:`~imageclf.modelfile.ood.OodStats.score` alone on
+128 images on one thread (median of ``--repeats``) and the multiply-adds per image.
 """
 
 from __future__ import annotations
@@ -328,16 +329,17 @@ def study_rows(score: dict, threshold: float, auc) -> dict:
 
 
 def study_cap(model, sets: dict, labels: np.ndarray, cap: int, banks: list[int], seed: int,
-              batch: tuple, repeats: int, draws: int = 1) -> list[dict]:
-    """Every bank's variant at one feature cap: the network runs once per image set. With
-    ``draws`` > 1 the knn bank is drawn that many times (seeds ``seed``, ``seed + 1``, ...): the
-    row holds the mean AUC and share refused, ``auc_sd`` the spread over the draws."""
+              batch: tuple, repeats: int, draws: int = 1, blocks: bool = True) -> list[dict]:
+    """Every bank's variant at one feature cap (at most ``cap`` values, in blocks of a flattened
+    map where ``blocks`` and the head has one, else in runs): the network runs once per image
+    set. With ``draws`` > 1 the knn bank is drawn that many times (seeds ``seed``, ``seed + 1``,
+    ...): the row holds the mean AUC and share refused, ``auc_sd`` the spread over the draws."""
     from imageclf.evaluation.metrics import binary_roc_auc
     from imageclf.inference.ood import head_inputs
     from imageclf.modelfile.ood import PIXEL_METHOD, fit_scorer, threshold_for
 
     net, pre, dev = model.model, model.preprocessing, model.device
-    inputs = {k: head_inputs(net, x, pre, dev, cap=cap) for k, x in sets.items()}
+    inputs = {k: head_inputs(net, x, pre, dev, cap=cap, grid_cap=cap, grid=blocks) for k, x in sets.items()}
     feats, pixels = {k: v[0] for k, v in inputs.items()}, {k: v[1] for k, v in inputs.items()}
     pool, width = inputs["train"][2], inputs["train"][3]
     maha = fit_scorer("mahalanobis", feats["train"], labels, seed, pooled_by=pool)
@@ -358,7 +360,7 @@ def study_cap(model, sets: dict, labels: np.ndarray, cap: int, banks: list[int],
                                    "kinds": study_rows(score, stats.threshold, binary_roc_auc)}))
         stats = fitted[0][0]
         out.append({
-            "cap": cap, "pool": pool, "features": int(feats["train"].shape[1]), "width": width,
+            "cap": cap, "pool": pool.label(), "features": int(feats["train"].shape[1]), "width": width,
             "bank": int(stats.members[0][1].scorer.bank.shape[0]), "bank_asked": bank,
             **mean_of_draws([d for _, d in fitted]),
             "us_per_image": round(one_thread_us(partial(stats.score, [batch[0]], batch[1]), len(batch[1]),
@@ -383,14 +385,14 @@ def mean_of_draws(draws: list[dict]) -> dict:
 
 
 def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[int], banks: list[int],
-          repeats: int = 15, draws: int = 1) -> dict:
-    """The cost study (module docstring): one row per (cap, bank); RUN is only read."""
+          repeats: int = 15, draws: int = 1, blocks: bool = True) -> dict:
+    """The cost study (module docstring): one row per (cap, bank); RUN is only read. ``blocks``
+    False: a flattened map is pooled in runs, as models before block pooling were."""
     import os
 
     import imageclf
     from imageclf.data.transforms import batch_input
     from imageclf.inference.ood import fit_index, head_inputs
-    from imageclf.modelfile.ood import feature_pool
 
     model = imageclf.load(run, device="cpu")
     if not model.config.ood:
@@ -398,7 +400,7 @@ def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[i
     fit_seed = int(model.config.recipe.get("seed", 0))  # what training's own fit drew with
     val_x, _, train_x, train_y = in_distribution(model, data)
     # the images training's own fit used
-    index = fit_index(model.model, train_x, model.preprocessing, model.device, fit_seed)
+    index = fit_index(model.model, train_x, model.preprocessing, model.device, fit_seed, grid=blocks)
     sets = {"train": train_x[index], "val": val_x, **{k: far_inputs(k, model, n, seed) for k in kinds}}
     labels = np.asarray(train_y)[index]
     probe = val_x[:128]
@@ -407,11 +409,16 @@ def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[i
                                        cap=1 << 30)[0]).float()  # unpooled, as a graph sees them
     rows, done = [], {}
     for cap in caps:  # caps that pool alike give the same statistics: fitted once
-        pool = feature_pool(raw.shape[1], cap)
+        pool = head_inputs(model.model, probe[:1], model.preprocessing, model.device, cap=cap, grid_cap=cap,
+                           grid=blocks)[2]
         if pool not in done:
-            done[pool] = study_cap(model, sets, labels, cap, banks, fit_seed, (raw, x), repeats, draws)
+            done[pool] = study_cap(model, sets, labels, cap, banks, fit_seed, (raw, x), repeats, draws,
+                                   blocks)
         rows += [{**r, "cap": cap} for r in done[pool]]
+    # what training fits now (its default caps), the row the others are compared with
+    default_features = head_inputs(model.model, probe[:1], model.preprocessing, model.device)[0].shape[1]
     return {
+        "default_features": int(default_features), "pooling": "blocks" if blocks else "runs",
         "run": run, "data": data, "stored_threshold": model.config.ood["threshold"],
         "keep": model.config.ood["keep"], "val_images": len(val_x), "bank_draws": draws,
         "train_fit_images": len(index),
@@ -424,12 +431,14 @@ def study(run: str, data: str, kinds: list[str], n: int, seed: int, caps: list[i
 
 def study_markdown(result: dict) -> str:
     """One row per variant: validation answered, AUC (refused) per kind, the worst AUC's drop
-    from the default (cap FEATURE_CAP, bank KNN_BANK; else the first row), cost per image."""
-    from imageclf.modelfile.ood import FEATURE_CAP, KNN_BANK
+    from the default (the features training fits now, bank KNN_BANK; else the first row), cost
+    per image."""
+    from imageclf.modelfile.ood import KNN_BANK
 
     rows = result["variants"]
     kinds = list(rows[0]["kinds"])
-    ref = next((r for r in rows if (r["cap"], r["bank_asked"]) == (FEATURE_CAP, KNN_BANK)), rows[0])
+    default = (result.get("default_features"), KNN_BANK)
+    ref = next((r for r in rows if (r["features"], r["bank_asked"]) == default), rows[0])
     lines = [
         f"{result['run']}: {result['val_images']} validation images, fitted on {result['train_fit_images']} "
         f"training images, {result['bank_draws']} knn bank draw(s) per row; far images "
@@ -477,6 +486,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--banks", help="cost study: knn bank sizes, comma-separated")
     ap.add_argument("--repeats", type=int, default=15, help="cost study: timed repeats of the score")
     ap.add_argument("--draws", type=int, default=1, help="cost study: knn banks drawn per variant")
+    ap.add_argument("--pooling", choices=("blocks", "runs"), default="blocks",
+                    help="cost study: a flattened map's pooling (runs: as models before block pooling)")
     args = ap.parse_args(argv)
     kinds = args.kinds.split(",")
     if args.caps or args.banks:
@@ -484,7 +495,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         caps = [int(c) for c in (args.caps or str(FEATURE_CAP)).split(",")]
         banks = [int(b) for b in (args.banks or str(KNN_BANK)).split(",")]
-        result = study(args.run, args.data, kinds, args.n, args.seed, caps, banks, args.repeats, args.draws)
+        result = study(args.run, args.data, kinds, args.n, args.seed, caps, banks, args.repeats, args.draws,
+                       args.pooling == "blocks")
         return report(result, study_markdown(result), args.json)
     result = measure(args.run, args.data, kinds, args.n, args.seed, args.compare)
     return report(result, markdown(result), args.json)

@@ -55,8 +55,9 @@ def test_study_refits_every_cap_and_bank_in_memory_and_leaves_the_run_alone(tiny
     rows = {(r["cap"], r["bank_asked"]): r for r in result["variants"]}
     assert len(rows) == 6 and result["train_fit_images"] == 96 and result["val_images"] == 48
     default, small = rows[(2048, 4096)], rows[(32, 16)]
-    assert (default["features"], default["pool"], default["bank"]) == (128, 1, 96)  # all 96 banked
-    assert (small["features"], small["pool"], small["bank"]) == (32, 4, 16) and rows[(64, 16)]["pool"] == 2
+    assert (default["features"], default["pool"], default["bank"]) == (128, "none", 96)  # all 96 banked
+    assert (small["features"], small["pool"], small["bank"]) == (32, "runs of 4", 16)
+    assert rows[(64, 16)]["pool"] == "runs of 2" and result["default_features"] == 128
     # The default variant is what training fitted: the same threshold, up to the float32 path.
     assert abs(default["threshold"] - result["stored_threshold"]) <= 1e-3 * result["stored_threshold"]
     assert small["macs"]["knn"] == 17 * 32 and small["macs"]["total"] < default["macs"]["total"]
@@ -64,7 +65,8 @@ def test_study_refits_every_cap_and_bank_in_memory_and_leaves_the_run_alone(tiny
     assert default["kinds"]["blank"]["auc"] == 1.0 and len(small["draws"]) == 2
     assert max(default["auc_sd"].values()) == 0.0  # every training feature banked: the draws agree
     table = ood.study_markdown(result)
-    assert "| 32 | 32 (4) | 16 |" in table and "| 2048 | 128 (1) | 96 | " in table and "+0.0000" in table
+    assert "| 32 | 32 (runs of 4) | 16 |" in table and "| 2048 | 128 (none) | 96 | " in table
+    assert "+0.0000" in table
 
 
 def test_the_fit_size_study_refits_on_each_number_and_leaves_the_run_alone(tiny_run):

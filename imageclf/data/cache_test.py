@@ -100,3 +100,29 @@ def test_a_truncated_disk_cache_is_a_clear_error(tmp_path):
     (tmp_path / "short.u8").write_bytes(bytes(50 * 60 - 10))
     with pytest.raises(DataError, match="shorter"):
         DiskImages(tmp_path / "short.u8", (50, 4, 5, 3))[49]
+
+
+def test_small_files_decode_on_one_thread_that_runs_ahead_and_larger_ones_on_every_core(tmp_path,
+                                                                                        monkeypatch):
+    import threading
+
+    from imageclf.data import cache
+
+    small = [tmp_path / f"s{i}.png" for i in range(100)]
+    for i, p in enumerate(small):
+        p.write_bytes(b"x" * (100 + i))
+    large = [tmp_path / f"l{i}.png" for i in range(100)]
+    for p in large:
+        p.write_bytes(b"x" * cache.SMALL_FILE * 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert cache.decode_threads([str(p) for p in small]) == 1
+    assert cache.decode_threads([str(p) for p in large]) == 4
+    assert cache.decode_threads([str(tmp_path / "missing.png")] * 3) == 4  # nothing to measure
+    # one worker thread still decodes apart from the caller, in order
+    seen = set()
+    real = cache._decode_chunk
+    monkeypatch.setattr(cache, "_decode_chunk",
+                        lambda args: seen.add(threading.current_thread().name) or real(args))
+    out = list(decode_paths([str(p) for p in small], PRE, 1, threads=True))
+    assert len(out) == 100 and all(isinstance(r, str) for r in out)  # not images: each says why
+    assert seen and all(name.startswith("imageclf-decode") for name in seen)

@@ -30,8 +30,10 @@ from imageclf.modelfile.ood import (
     DEFAULT_KEEP,
     DEFAULT_METHOD,
     FEATURE_CAP,
+    GRID_CAP,
     KNN_BANK,
     PIXEL_METHOD,
+    FeaturePool,
     OodPart,
     OodStats,
     feature_heads,
@@ -41,10 +43,10 @@ from imageclf.modelfile.ood import (
     parse_method,
     part_scale,
     pixel_stats,
-    pool_features,
     save_ood,
     threshold_for,
 )
+from imageclf.modelfile.ood_pool import flattened_map
 from imageclf.recipes.schema import Recipe
 
 # Training images the statistics are fitted on, at most (a random subset beyond): a covariance
@@ -60,10 +62,11 @@ FIT_PER_FEATURE = 16
 @torch.inference_mode()
 def head_inputs(
     network: nn.Module, images, pre: Preprocessing, device: torch.device, batch_size: int = 64,
-    cap: int = FEATURE_CAP,
-) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """(features the network's head sees, pooled to at most ``cap`` values, (N, D / pool) float64;
-    pixel_stats (N, 3C); the pool; the head's input width D) of uint8 (N, H, W, C) images.
+    cap: int = FEATURE_CAP, grid_cap: int = GRID_CAP, grid: bool = True,
+) -> tuple[np.ndarray, np.ndarray, FeaturePool, int]:
+    """(features the network's head sees, pooled by :func:`feature_pool` (N, D') float64;
+    pixel_stats (N, 3C); the pooling; the head's input width D) of uint8 (N, H, W, C) images.
+    ``grid`` False: a flattened map is pooled in runs too, as models before block pooling were.
 
     Pooled batch by batch (in float32, as the exported score pools them; kept in float64 for the
     fit): 20,000 images of a head that sees 18,432 values (mnist-basic) would otherwise hold
@@ -75,7 +78,7 @@ def head_inputs(
     captured: list[torch.Tensor] = []
     handle = heads[0].register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
     network.eval()
-    feats = pixels = None
+    feats = pixels = pool = None
     width = 0
     try:
         for start in range(0, len(images), batch_size):
@@ -84,7 +87,10 @@ def head_inputs(
             network(x)
             f = captured[-1].flatten(1).cpu().float()
             width = f.shape[1]
-            pooled, spread = pool_features(f, feature_pool(width, cap)), pixel_stats(x).cpu()
+            if pool is None:
+                shape = flattened_map(network, heads[0], x[:1]) if grid and width > cap else None
+                pool = feature_pool(width, cap, shape, grid_cap)
+            pooled, spread = pool(f), pixel_stats(x).cpu()
             if feats is None:  # filled in place: a concatenation would copy 330 MB (mnist-basic) once more
                 feats = np.empty((len(images), pooled.shape[1]), np.float64)
                 pixels = np.empty((len(images), spread.shape[1]), spread.numpy().dtype)
@@ -94,7 +100,7 @@ def head_inputs(
         handle.remove()
     if feats is None:
         raise ConfigError("no images to take head inputs of")
-    return feats, pixels, feature_pool(width, cap), width
+    return feats, pixels, pool, width
 
 
 def fit_limit(features: int, bank: int = KNN_BANK) -> int:
@@ -112,12 +118,12 @@ def fit_subset(n: int, seed: int, limit: int = MAX_FIT_IMAGES) -> np.ndarray:
 
 def fit_index(network: nn.Module, train_images, pre: Preprocessing, device: torch.device, seed: int, *,
               cap: int = FEATURE_CAP, bank: int = KNN_BANK, fit_images: int | None = None,
-              batch_size: int = 64) -> np.ndarray:
+              batch_size: int = 64, grid: bool = True) -> np.ndarray:
     """The indices of the training images :func:`fit_ood` fits on: :func:`fit_subset` of
     ``fit_images``, by default :func:`fit_limit`'s for the network's pooled features (one image's
-    pass tells their number)."""
+    pass tells their number; ``grid`` as :func:`head_inputs`)."""
     if fit_images is None:
-        features = head_inputs(network, train_images[:1], pre, device, batch_size, cap)[0].shape[1]
+        features = head_inputs(network, train_images[:1], pre, device, batch_size, cap, grid=grid)[0].shape[1]
         fit_images = fit_limit(features, bank)
     return fit_subset(len(train_images), seed, fit_images)
 

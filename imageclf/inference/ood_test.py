@@ -185,3 +185,25 @@ def test_the_fitted_threshold_keeps_what_prediction_keeps(trained_run, tiny_fold
                                batch_size=16)
     assert float(np.mean(scores <= stats.threshold)) == stats.info["val_kept"] >= 0.9
     assert np.isclose(scores, stats.threshold, rtol=2e-5, atol=0).any()  # just above a scored image's
+
+
+def test_a_head_on_a_flattened_map_is_scored_on_its_blocks_alike_in_pytorch_and_onnx(tiny_folders, tmp_path):
+    from imageclf.conftest import TINY
+    from imageclf.inference.backends import load_backend
+    from imageclf.modelfile.onnx import export_onnx
+    from imageclf.modelfile.ood_pool import GRID_CAP
+
+    run = tmp_path / "mnist"
+    imageclf.train(tiny_folders, "mnist-basic", run, device="cpu", **{**TINY, "epochs": 1})
+    model = imageclf.load(run, device="cpu")
+    parts = model.config.ood["members"][0]["parts"]
+    # mnist-basic at 32 px: its head sees 32 maps of 28 x 28 (25,088 values), pooled in 7 x 7 blocks
+    assert model.config.ood["feature_dim"] == 32 * 28 * 28
+    assert [p.get("grid") for p in parts[:2]] == [[32, 28, 28]] * 2 and parts[0]["pool"] == 7
+    assert model.ood.members[0][0].scorer.feature_dim == 32 * 4 * 4 <= GRID_CAP
+    images = np.stack([model.prepare(x) for x in [*own_images(tiny_folders)[:5], *far_images()]])
+    want_p, want_s = model.predict_scored(images)
+    onnx_model = load_backend(export_onnx(model, tmp_path / "m.onnx"), "onnx")
+    got_p, got_s = onnx_model.predict_scored(images)
+    np.testing.assert_allclose(got_p, want_p, atol=1e-4)
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-3)

@@ -57,16 +57,21 @@ from imageclf.modelfile.ood_field import (  # noqa: F401
     known_method,
 )
 
+# How wide head inputs are averaged first (imported here for the modules that use them from this one).
+from imageclf.modelfile.ood_pool import (  # noqa: F401
+    FEATURE_CAP,
+    GRID_CAP,
+    FeaturePool,
+    feature_pool,
+    pool_features,
+)
+
 FLAT_QUANTILE = 0.01  # the training images' spread that "flat" measures against
 # The features' distances, "+"-joined: each one a part of the score (the largest counts).
 DEFAULT_METHOD = "mahalanobis+knn"
 DEFAULT_KEEP = 0.99
 KNN_BANK = 2048  # training features kept for knn (why 2,048: BENCHMARKS.md, "Out of distribution")
 KNN_K = 5
-# Features wider than this (a dense head on flattened conv maps: mnist-basic's 18,432) are averaged
-# in runs of consecutive values (neighbouring positions of one channel) down to it: a covariance of
-# 18,432 features would be 1.4 GB and take minutes; of 2,048, 17 MB and a second.
-FEATURE_CAP = 2048
 # Whitening columns are multiplied in blocks this wide: the whitening matrix is upper triangular
 # (the transposed inverse of a Cholesky factor), so column block j needs only the feature rows up
 # to its own end. 4 blocks of a 2,048-wide matrix skip 37 % of the product's work and measured
@@ -104,9 +109,12 @@ def feature_heads(network: nn.Module) -> list[nn.Linear]:
 class OodScorer(nn.Module):
     """Features (N, D) -> distance from the training features (N,); larger is further out."""
 
-    def __init__(self, method: str, tensors: dict[str, torch.Tensor], k: int = KNN_K, pool: int = 1) -> None:
+    def __init__(self, method: str, tensors: dict[str, torch.Tensor], k: int = KNN_K,
+                 pool: int | FeaturePool = 1) -> None:
         super().__init__()
-        self.pool = int(pool)  # features averaged in runs of this many first (pool_features)
+        # How the features are averaged first (ood_pool); ``pool`` its run or block size.
+        self.pooling = pool if isinstance(pool, FeaturePool) else FeaturePool(int(pool))
+        self.pool = self.pooling.size
         if method not in (*OOD_METHODS, PIXEL_METHOD):
             raise ConfigError(f"unknown OOD method {method!r}; known: {', '.join(OOD_METHODS)}")
         self.method, self.k = method, int(k)
@@ -159,7 +167,7 @@ class OodScorer(nn.Module):
 
     def fits(self, width: int) -> bool:
         """Whether inputs of ``width`` values give what the statistics hold."""
-        return -(-width // self.pool) == self.feature_dim
+        return self.pooling.fits(width) and self.pooling.pooled_width(width) == self.feature_dim
 
     def tensors(self) -> dict[str, torch.Tensor]:
         # The knn bank is stored in half precision (a cosine similarity needs no more): half the file.
@@ -170,7 +178,7 @@ class OodScorer(nn.Module):
         feats = feats.float()
         if self.method == PIXEL_METHOD:  # the training floor of the spread over this input's
             return self.floor.sum(1) / (feats.sum(1) + 1e-6)
-        return self.score_pooled(pool_features(feats, self.pool))
+        return self.score_pooled(self.pooling(feats))
 
     def score_pooled(self, feats: torch.Tensor) -> torch.Tensor:
         """The distance of features already pooled (several parts share one pooling)."""
@@ -194,28 +202,9 @@ class OodScorer(nn.Module):
         return (z.unsqueeze(1) - self.centred_means[best]).pow(2).sum(-1).min(1).values
 
 
-def pool_features(x: torch.Tensor, pool: int) -> torch.Tensor:
-    """(N, D) -> (N, ceil(D / pool)): means of runs of ``pool`` consecutive values (zero-padded)."""
-    if pool <= 1:
-        return x
-    pad = (-x.shape[1]) % pool
-    if pad:
-        x = torch.nn.functional.pad(x, (0, pad))
-    # A product with a column of ones: 50x faster on CPU than a mean over a short last axis.
-    ones = torch.ones(pool, 1, dtype=x.dtype, device=x.device)
-    return (x.reshape(-1, pool) @ ones).reshape(x.shape[0], -1) / pool
-
-
-def feature_pool(width: int, cap: int = FEATURE_CAP) -> int:
-    """How many consecutive features are averaged into one for a head input of ``width``, so that
-    at most ``cap`` remain (1: none are)."""
-    if cap < 1:
-        raise ConfigError(f"the OOD feature cap must be at least 1, got {cap}")
-    return -(-width // cap)
-
-
 def fit_scorer(method: str, feats: np.ndarray, labels: np.ndarray, seed: int = 0,
-               pooled_by: int | None = None, *, bank: int = KNN_BANK, cap: int = FEATURE_CAP) -> OodScorer:
+               pooled_by: FeaturePool | int | None = None, *, bank: int = KNN_BANK,
+               cap: int = FEATURE_CAP) -> OodScorer:
     """The scorer's statistics from training features (N, D) and their labels; ``pooled_by``:
     the features were already pooled so (by :func:`pool_features` with :func:`feature_pool`),
     else they are pooled to at most ``cap`` values; ``bank``: training features knn keeps."""
@@ -229,12 +218,13 @@ def fit_scorer(method: str, feats: np.ndarray, labels: np.ndarray, seed: int = 0
     pool = pooled_by if pooled_by is not None else feature_pool(x.shape[1], cap)
     if pooled_by is None:
         x = pool_features(x, pool)
+    pool = pool if isinstance(pool, FeaturePool) else FeaturePool(int(pool))
     if method == "knn":
         return _fit_knn(x, seed, bank, pool)
     return _fit_mahalanobis(x, np.asarray(labels), pool)
 
 
-def _fit_knn(x: torch.Tensor, seed: int, bank: int, pool: int) -> OodScorer:
+def _fit_knn(x: torch.Tensor, seed: int, bank: int, pool: FeaturePool) -> OodScorer:
     """A random ``bank`` of the L2-normalised training features (all of them if fewer)."""
     if not 1 <= bank <= MAX_FEATURE_DIM:  # read_ood refuses a larger stored tensor
         raise ConfigError(f"the OOD knn bank must be 1 to {MAX_FEATURE_DIM} features, got {bank}")
@@ -246,7 +236,7 @@ def _fit_knn(x: torch.Tensor, seed: int, bank: int, pool: int) -> OodScorer:
     return OodScorer("knn", {"bank": unit[keep].half().float()}, pool=pool)
 
 
-def _fit_mahalanobis(x: torch.Tensor, labels: np.ndarray, pool: int) -> OodScorer:
+def _fit_mahalanobis(x: torch.Tensor, labels: np.ndarray, pool: FeaturePool) -> OodScorer:
     """Class means and the whitening of their shared, shrunk covariance."""
     classes = np.unique(labels)
     means = torch.stack([x[torch.from_numpy(labels == c)].mean(0) for c in classes])
@@ -354,8 +344,8 @@ class OodStats:
             {
                 "threshold": float(t),
                 "parts": [
-                    {"source": p.source, "method": p.scorer.method, "k": p.scorer.k, "pool": p.scorer.pool,
-                     "scale": float(p.scale)}
+                    {"source": p.source, "method": p.scorer.method, "k": p.scorer.k,
+                     **p.scorer.pooling.to_field(), "scale": float(p.scale)}
                     for p in parts
                 ],
             }
@@ -385,12 +375,12 @@ class OodStats:
         total = None
         for parts, f, t in zip(self.members, feats, self.member_thresholds):
             raw = []
-            pooled: dict[int, torch.Tensor] = {}  # mahalanobis and knn pool the same features once
+            pooled: dict[FeaturePool, torch.Tensor] = {}  # mahalanobis and knn pool the same features once
             for p in parts:
                 if p.source == "features":
-                    if p.scorer.pool not in pooled:
-                        pooled[p.scorer.pool] = pool_features(f.flatten(1).float(), p.scorer.pool)
-                    raw.append(p.scorer.score_pooled(pooled[p.scorer.pool]))
+                    if p.scorer.pooling not in pooled:
+                        pooled[p.scorer.pooling] = p.scorer.pooling(f.flatten(1).float())
+                    raw.append(p.scorer.score_pooled(pooled[p.scorer.pooling]))
                 else:
                     raw.append(p.scorer(pixels))
             best = largest_part(parts, raw)
@@ -431,7 +421,8 @@ def read_ood(run_dir: str | Path, field_: dict[str, Any]) -> OodStats | None:
             prefix = f"{i}.{j}."
             own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             parts.append(
-                OodPart(p["source"], OodScorer(p["method"], own, p.get("k", KNN_K), p.get("pool", 1)),
+                OodPart(p["source"],
+                        OodScorer(p["method"], own, p.get("k", KNN_K), FeaturePool.from_field(p)),
                         float(p["scale"]))
             )
         members.append(parts)

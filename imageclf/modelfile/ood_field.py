@@ -38,7 +38,16 @@ def _part_ok(p: Any) -> bool:
             and isinstance(p.get("scale", 1.0), float | int)
             and float(p.get("scale", 1.0)) > 0
             and isinstance(p.get("pool", 1), int)
-            and 1 <= p.get("pool", 1) <= MAX_FEATURE_DIM)
+            and 1 <= p.get("pool", 1) <= MAX_FEATURE_DIM
+            and _grid_ok(p.get("grid")))
+
+
+def _grid_ok(grid: Any) -> bool:
+    """A part's ``grid``: absent, or the (C, H, W) of the map its features flatten."""
+    return grid is None or (isinstance(grid, list) and len(grid) == 3
+                            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 16
+                                    for v in grid)
+                            and math.prod(grid) <= 1 << 26)
 
 
 def check_ood_field(d: Any, where: str) -> None:
