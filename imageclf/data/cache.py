@@ -170,9 +170,11 @@ def decode_paths(paths: list[str], pre: Preprocessing, workers: int | None = Non
     have all started (a fork after it could copy a lock it holds) and before the first file
     is yielded; not run when nothing decodes in parallel.
     """
-    workers = workers or (decode_threads(paths) if threads else os.cpu_count() or 1)
     chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    if (workers <= 1 and not threads) or len(paths) < MIN_PARALLEL_FILES:
+    # Sized only where files are many: a one-image prediction stats nothing more.
+    if len(paths) >= MIN_PARALLEL_FILES:
+        workers = workers or (decode_threads(paths) if threads else os.cpu_count() or 1)
+    if len(paths) < MIN_PARALLEL_FILES or (workers <= 1 and not threads):
         for chunk in chunks:
             yield from _decode_chunk((chunk, pre))
         return

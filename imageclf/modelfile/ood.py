@@ -112,9 +112,8 @@ class OodScorer(nn.Module):
     def __init__(self, method: str, tensors: dict[str, torch.Tensor], k: int = KNN_K,
                  pool: int | FeaturePool = 1) -> None:
         super().__init__()
-        # How the features are averaged first (ood_pool); ``pool`` its run or block size.
+        # How the features are averaged first (ood_pool).
         self.pooling = pool if isinstance(pool, FeaturePool) else FeaturePool(int(pool))
-        self.pool = self.pooling.size
         if method not in (*OOD_METHODS, PIXEL_METHOD):
             raise ConfigError(f"unknown OOD method {method!r}; known: {', '.join(OOD_METHODS)}")
         self.method, self.k = method, int(k)
@@ -157,6 +156,11 @@ class OodScorer(nn.Module):
             self.register_buffer(f"whiten_{j}", self.whiten[:rows, start:stop].contiguous(), persistent=False)
             self.register_buffer(f"offset_{j}", (-o[start:stop]).float().unsqueeze(0), persistent=False)
             self.row_ends.append(rows)
+
+    @property
+    def pool(self) -> int:
+        """The pooling's run or block size (1: none)."""
+        return self.pooling.size
 
     @property
     def feature_dim(self) -> int:
@@ -218,13 +222,12 @@ def fit_scorer(method: str, feats: np.ndarray, labels: np.ndarray, seed: int = 0
     pool = pooled_by if pooled_by is not None else feature_pool(x.shape[1], cap)
     if pooled_by is None:
         x = pool_features(x, pool)
-    pool = pool if isinstance(pool, FeaturePool) else FeaturePool(int(pool))
     if method == "knn":
         return _fit_knn(x, seed, bank, pool)
     return _fit_mahalanobis(x, np.asarray(labels), pool)
 
 
-def _fit_knn(x: torch.Tensor, seed: int, bank: int, pool: FeaturePool) -> OodScorer:
+def _fit_knn(x: torch.Tensor, seed: int, bank: int, pool: FeaturePool | int) -> OodScorer:
     """A random ``bank`` of the L2-normalised training features (all of them if fewer)."""
     if not 1 <= bank <= MAX_FEATURE_DIM:  # read_ood refuses a larger stored tensor
         raise ConfigError(f"the OOD knn bank must be 1 to {MAX_FEATURE_DIM} features, got {bank}")
@@ -236,7 +239,7 @@ def _fit_knn(x: torch.Tensor, seed: int, bank: int, pool: FeaturePool) -> OodSco
     return OodScorer("knn", {"bank": unit[keep].half().float()}, pool=pool)
 
 
-def _fit_mahalanobis(x: torch.Tensor, labels: np.ndarray, pool: FeaturePool) -> OodScorer:
+def _fit_mahalanobis(x: torch.Tensor, labels: np.ndarray, pool: FeaturePool | int) -> OodScorer:
     """Class means and the whitening of their shared, shrunk covariance."""
     classes = np.unique(labels)
     means = torch.stack([x[torch.from_numpy(labels == c)].mean(0) for c in classes])

@@ -118,5 +118,7 @@ def flattened_map(network: nn.Module, head: nn.Module, x: torch.Tensor) -> tuple
     finally:
         for h in handles:
             h.remove()
+    if not width:  # the head did not run on this input
+        return None
     maps = [s[1:] for s in shapes if len(s) == 4 and math.prod(s[1:]) == width[-1]]
-    return tuple(int(v) for v in maps[-1]) if maps and width else None
+    return tuple(int(v) for v in maps[-1]) if maps else None
