@@ -18,6 +18,7 @@ from .workloads import WORKLOADS, Sources, default_sources
 
 REPO = Path(__file__).resolve().parent.parent
 KERAS_PYTHON = "/work/bench-venvs/keras/bin/python"
+SCRATCH = Path("/tmp/imageclf-bench")  # data, runs and caches, outside the repository
 # imageclf variants run per workload: a label, extra `imageclf train` arguments, environment.
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "default": ([], {}),  # --precision auto: bf16 on a CPU with AMX / AVX512-BF16, else fp32
@@ -39,7 +40,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--backends", default="torch,onnx,openvino,onnx-int8,openvino-int8,auto",
                     help="backends to predict on after 'imageclf export RUN --int8' (comma-separated)")
     ap.add_argument("--epochs", type=int, help="override every workload's epochs (both sides)")
-    ap.add_argument("--root", type=Path, default=Path("/tmp/imageclf-bench"),
+    ap.add_argument("--root", type=Path, default=SCRATCH,
                     help="scratch folder for data, runs and caches (outside the repository)")
     ap.add_argument("--keras-python", default=KERAS_PYTHON,
                     help="python of the venv with tensorflow-cpu and tf-keras")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from . import machine, runners
+from .__main__ import KERAS_PYTHON, SCRATCH
 from .report import replace_block
 from .workloads import WORKLOADS, default_sources
 
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="runs per side (imageclf: --seed 0..N-1)")
     ap.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
                     help="extra `imageclf train` arguments (last on the line)")
-    ap.add_argument("--root", type=Path, default=Path("/tmp/imageclf-bench"))
-    ap.add_argument("--keras-python", default="/work/bench-venvs/keras/bin/python")
+    ap.add_argument("--root", type=Path, default=SCRATCH)
+    ap.add_argument("--keras-python", default=KERAS_PYTHON)
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "accuracy.json")
     ap.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
     a = ap.parse_args(argv)
@@ -93,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = a.json.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(a.json)
-    replace_block(table(record), a.benchmarks, SECTION, MARKER)
-    print(table(record))
+    block = table(record)
+    replace_block(block, a.benchmarks, SECTION, MARKER)
+    print(block)
     return 0
 
 
