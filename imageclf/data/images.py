@@ -22,6 +22,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from imageclf.core.errors import BadImageError, ConfigError
 from imageclf.data.dicom import is_dicom, read_dicom
+from imageclf.data.jpeg import decode_scaled, plain_size
 
 # Above this many pixels a file is refused before it is decoded (a 30,000 x 30,000 PNG of a
 # few KB decompresses to gigabytes). 100 M pixels still admits any real radiograph.
@@ -37,6 +38,15 @@ RESIZE_MODES = ("squash", "pad", "crop")
 # the target a 250 px photo to 64 px takes 0.30-0.40 against 0.46-0.66 ms, and a model trains on
 # what it is later shown either way (BENCHMARKS.md, Speed). Model files from before keep theirs.
 LEGACY_JPEG_DRAFT = 2
+
+# The DCT scales a JPEG may be decoded at. "halves": Pillow's 1/1, 1/2, 1/4, 1/8, what every model
+# file written before this field was trained on (and one without the key means). "eighths": every n/8
+# libjpeg-turbo offers (imageclf/data/jpeg.py): a 256 px photo bound for 64 px decodes at 3/8
+# (96 px) rather than 1/2 (128 px), and at equal scale to the same pixels.
+JPEG_SCALES = ("eighths", "halves")
+LEGACY_JPEG_SCALES = "halves"
+# How JPEGs were decoded before Preprocessing recorded it, field by field.
+LEGACY_JPEG = {"jpeg_draft": LEGACY_JPEG_DRAFT, "jpeg_scales": LEGACY_JPEG_SCALES}
 
 # The formats Pillow may decode: those IMAGE_SUFFIXES name, no more. Pillow knows ~40; the
 # rest (EPS runs Ghostscript; PSD, FITS, SGI, ...) only widen what a hostile file can reach.
@@ -65,7 +75,7 @@ class Preprocessing:
     ``crop`` keeps it and centre-crops. ``mean``/``std`` apply after scaling to [0, 1].
     ``jpeg_draft``: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8 of its size)
     that keeps at least this many times ``size``, and resized from there (see
-    :func:`load_image`).
+    :func:`load_image`); ``jpeg_scales`` says which scales there are (``JPEG_SCALES``).
     """
 
     size: tuple[int, int]
@@ -75,6 +85,7 @@ class Preprocessing:
     std: tuple[float, ...] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     jpeg_draft: int = 1
+    jpeg_scales: str = "eighths"
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -85,6 +96,9 @@ class Preprocessing:
             raise ConfigError(f"image size must be positive, got {self.size}")
         if self.jpeg_draft not in (1, 2):
             raise ConfigError(f"jpeg_draft must be 1 or 2, got {self.jpeg_draft!r}")
+        if self.jpeg_scales not in JPEG_SCALES:
+            raise ConfigError(f"jpeg_scales must be one of {', '.join(JPEG_SCALES)}, "
+                              f"got {self.jpeg_scales!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -92,10 +106,11 @@ class Preprocessing:
         for key in ("mean", "std"):
             if d[key] is not None:
                 d[key] = list(d[key])
-        if self.jpeg_draft == LEGACY_JPEG_DRAFT:
-            # What a file without the key means: an older model's config (and the digests of
-            # it that backends.json and exported graphs keep) reads back unchanged.
-            del d["jpeg_draft"]
+        # What a file without the key means: an older model's config (and the digests of it
+        # that backends.json and exported graphs keep) reads back unchanged.
+        for key, legacy in LEGACY_JPEG.items():
+            if d[key] == legacy:
+                del d[key]
         return d
 
     @classmethod
@@ -105,8 +120,9 @@ class Preprocessing:
         for key in ("mean", "std"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
-        # A model file that does not say was trained on JPEGs drafted at twice its size.
-        d.setdefault("jpeg_draft", LEGACY_JPEG_DRAFT)
+        # A model file that does not say was trained on JPEGs decoded as they were before.
+        for key, legacy in LEGACY_JPEG.items():
+            d.setdefault(key, legacy)
         return cls(**d)
 
 
@@ -154,8 +170,10 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb costs nothing. The format comes from the content, never the name.
     """
-    name = _source_name(source)
-    data = _read_bytes(source)
+    return _open_bytes(_read_bytes(source), _source_name(source), max_pixels)
+
+
+def _open_bytes(data: bytes, name: str, max_pixels: int) -> Image.Image:
     if not data:
         raise BadImageError(name, "empty file (0 bytes)")
     for sniff, read in _EXTRA_READERS:
@@ -174,14 +192,17 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             raise BadImageError(name, f"too many pixels ({exc})") from None
         except DECODE_ERRORS as exc:
             raise BadImageError(name, f"cannot be read ({exc})") from None
-    w, h = img.size
+    _check_pixels(name, *img.size, max_pixels)
+    return img
+
+
+def _check_pixels(name: str, w: int, h: int, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise BadImageError(
             name, f"{w} x {h} = {w * h:,} pixels, over the limit of {max_pixels:,}"
         )
     if w < 1 or h < 1:
         raise BadImageError(name, f"has no pixels ({w} x {h})")
-    return img
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -251,20 +272,22 @@ def load_image(source: ImageSource, pre: Preprocessing) -> np.ndarray:
     """Decode one image to a (H, W, C) uint8 array exactly as the model expects it.
 
     EXIF orientation is applied; animated images give their first frame; a JPEG is decoded
-    at a reduced scale (DCT scaling) when the target is at most half its size
-    (``pre.jpeg_draft``), which is several times faster for large ones: the scaled inverse
-    DCT averages the pixels the resize would average anyway.
+    at a reduced scale (DCT scaling: ``pre.jpeg_draft``, ``pre.jpeg_scales``) when the target
+    is smaller than it, which is several times faster for large ones: the scaled inverse DCT
+    averages the pixels the resize would average anyway.
 
     >>> pre = Preprocessing(size=(128, 128), channels=1)
     >>> load_image("xray.jpeg", pre).shape  # doctest: +SKIP
     (128, 128, 1)
     """
     name = _source_name(source)
-    img = open_image(source, pre.max_pixels)
+    data = _read_bytes(source)
     try:
-        if img.format == "JPEG":
-            h, w = pre.size
-            img.draft("L" if pre.channels == 1 else "RGB", (pre.jpeg_draft * w, pre.jpeg_draft * h))
+        img = _plain_jpeg(data, name, pre)
+        if img is None:
+            img = _open_bytes(data, name, pre.max_pixels)
+            if img.format == "JPEG":
+                img = _scaled_jpeg(img, data, pre)
         img = _fit(to_mode(upright(img), pre.channels), pre)
         arr = np.asarray(img, dtype=np.uint8)
     except BadImageError:
@@ -272,6 +295,31 @@ def load_image(source: ImageSource, pre: Preprocessing) -> np.ndarray:
     except DECODE_ERRORS as exc:
         raise BadImageError(name, f"cannot be decoded ({exc})") from None
     return arr.reshape(pre.size[0], pre.size[1], pre.channels)
+
+
+def _scaled_jpeg(img: Image.Image, data: bytes, pre: Preprocessing) -> Image.Image:
+    """The JPEG decoded at the smallest DCT scale that keeps ``pre.jpeg_draft`` times the target."""
+    h, w = pre.size
+    least = (pre.jpeg_draft * w, pre.jpeg_draft * h)
+    # CMYK and YCCK JPEGs (Pillow's "CMYK") libjpeg-turbo cannot turn into RGB: Pillow's halves.
+    if pre.jpeg_scales == "halves" or img.mode not in ("L", "RGB"):
+        img.draft("L" if pre.channels == 1 else "RGB", least)
+        return img
+    scaled = decode_scaled(data, pre.size, pre.channels, pre.jpeg_draft)
+    scaled.info = img.info  # its EXIF/XMP orientation, for upright()
+    return scaled
+
+
+def _plain_jpeg(data: bytes, name: str, pre: Preprocessing) -> Image.Image | None:
+    """The JPEG decoded without Pillow where nothing but its pixels matter (see
+    :func:`imageclf.data.jpeg.plain_size`); None: Pillow's path."""
+    if pre.jpeg_scales != "eighths" or any(sniff(data) for sniff, _ in _EXTRA_READERS):
+        return None
+    size = plain_size(data)
+    if size is None:
+        return None
+    _check_pixels(name, *size, pre.max_pixels)
+    return decode_scaled(data, pre.size, pre.channels, pre.jpeg_draft)
 
 
 def prepare_array(array: np.ndarray, pre: Preprocessing) -> np.ndarray:

@@ -76,9 +76,12 @@ def test_orientation_applied_wherever_the_file_stores_it(fmt, where):
     assert out[:2].min() == 255 and out[2:].max() == 0
 
 
-def test_orientation_of_a_jpeg_applied():
+@pytest.mark.parametrize("where", ["exif", "xmp"])
+@pytest.mark.parametrize("scales", ["eighths", "halves"])
+def test_orientation_of_a_jpeg_applied(where, scales):
     # JPEG's own loss blurs the edge: the halves are told apart by their means.
-    out = load_image(_oriented("JPEG", "exif"), Preprocessing(size=(4, 2), channels=1))[..., 0]
+    pre = Preprocessing(size=(4, 2), channels=1, jpeg_scales=scales)
+    out = load_image(_oriented("JPEG", where), pre)[..., 0]
     assert out.shape == (4, 2) and out[:2].mean() > 200 > 50 > out[2:].mean()
 
 

@@ -77,3 +77,19 @@ def test_rgb_image_into_gray_model(model):
     buf = io.BytesIO()
     rgb.save(buf, "JPEG")
     assert model.predict([buf.getvalue()]).probs.shape == (1, 2)
+
+
+def test_files_are_predicted_in_the_fewest_equal_batches(model, tiny_folders, monkeypatch):
+    from imageclf.inference.classifier import even_batch_size
+
+    assert [even_batch_size(n, 128) for n in (0, 1, 128, 129, 400)] == [1, 1, 128, 65, 100]
+    paths = sorted(str(p) for p in (tiny_folders / "test").rglob("*.png"))[:6]
+    seen, real = [], model.predictor.predict_scored
+
+    def spy(images, batch_size=None, on_batch=None):
+        seen.append(batch_size)
+        return real(images, batch_size, on_batch)
+
+    monkeypatch.setattr(model.predictor, "predict_scored", spy)
+    assert len(paths) == 6 and len(model.predict(paths, batch_size=4)) == 6
+    assert set(seen) == {3}  # 6 in batches of at most 4: 3 + 3, not 4 + 2

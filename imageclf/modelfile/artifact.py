@@ -78,12 +78,13 @@ def _trained_for(config: ModelConfig) -> dict[str, Any]:
     """What the weights were trained as; saved in their header so an edited config.json shows.
 
     ``max_pixels`` is left out: it is a safety limit on input files, not part of the model.
-    ``jpeg_draft`` is in (weights written before it have a header without it, and are not asked).
+    ``jpeg_draft`` and ``jpeg_scales`` are in (weights written before them have a header without
+    them, and are not asked).
     """
     pre = config.preprocessing.to_dict()
     d = {"architecture": config.architecture, "architecture_kwargs": config.architecture_kwargs,
          "classes": config.classes, **{k: pre[k] for k in ("size", "channels", "resize", "mean", "std")},
-         "jpeg_draft": config.preprocessing.jpeg_draft}
+         "jpeg_draft": config.preprocessing.jpeg_draft, "jpeg_scales": config.preprocessing.jpeg_scales}
     return json.loads(json.dumps(d))  # tuples -> lists, as they read back
 
 

@@ -185,6 +185,7 @@ CONFIG_EDITS = {
     "channels-edited": (_set_pre("channels", 3), "channels 3 does not match"),
     "size-edited": (_set_pre("size", [32, 32]), "size [32, 32] does not match"),
     "jpeg-draft-edited": (_set_pre("jpeg_draft", 2), "jpeg_draft 2 does not match"),
+    "jpeg-scales-edited": (_set_pre("jpeg_scales", "halves"), "jpeg_scales 'halves' does not match"),
     "input-of-a-gigapixel": (_set_pre("size", [40_000, 40_000]), "over 16384 pixels per side"),
     "tta-not-a-flip": (_set("tta", ["__import__('os')"]), "'tta' may only list hflip, vflip"),
 }
