@@ -34,13 +34,15 @@ def predict_command(
     """
     # lazy: the model's modules import numpy and the runtimes; --help needs none of them
     from imageclf.inference.backends import load_backend
-    from imageclf.inference.predictions import check_ood_mode
+    from imageclf.inference.predictions import check_ood_mode, expand_inputs
 
     check_ood_mode(ood)
-    model = load_backend(run, backend, device=device, threads=threads)
+    files = expand_inputs(paths)
+    # The count lets --backend auto weigh each runtime's start-up against its speed.
+    model = load_backend(run, backend, device=device, threads=threads, images=len(files))
     reporter = Reporter(quiet=quiet)
     with skip_bad_hint():
-        preds = model.predict(paths, batch_size=batch_size, skip_bad=skip_bad, reporter=reporter,
+        preds = model.predict(files, batch_size=batch_size, skip_bad=skip_bad, reporter=reporter,
                               ood_mode=ood)
     for path, reason in preds.errors:
         reporter.warn(f"skipped {path}: {reason}")

@@ -119,7 +119,8 @@ def load_graph(source: str | Path, runtime: str, variant: str = "fp32",
 
 
 @register_backend("torch")
-def load_torch(source: str | Path, device: str = "auto", threads: int | None = None) -> Classifier:
+def load_torch(source: str | Path, device: str = "auto", threads: int | None = None,
+               images: int | None = None) -> Classifier:
     """A model folder on PyTorch; ``threads`` is ignored (``torch.set_num_threads`` governs it)."""
     return Classifier.load(source, device=device)
 
@@ -139,7 +140,8 @@ def check_measured_equal(source: str | Path, backend: str) -> None:
 
 
 def _graph_loader(runtime: str, variant: str) -> Loader:
-    def load(source: str | Path, device: str = "auto", threads: int | None = None) -> Classifier:
+    def load(source: str | Path, device: str = "auto", threads: int | None = None,
+             images: int | None = None) -> Classifier:
         """The graph on the CPU (``device`` is ignored); ``threads`` caps the runtime's threads."""
         if variant == "int8":
             check_measured_equal(source, f"{runtime}-int8")
@@ -155,23 +157,28 @@ load_openvino = BACKENDS["openvino"]
 
 
 @register_backend("auto")
-def load_auto(source: str | Path, device: str = "auto", threads: int | None = None) -> Classifier:
+def load_auto(source: str | Path, device: str = "auto", threads: int | None = None,
+              images: int | None = None) -> Classifier:
     """The fastest backend measured equal to torch on the model's validation images
-    (``RUN/backends.json``, written by ``imageclf export``) that is installed here; torch without
-    a measurement. A ``.onnx`` file runs on the first installed graph runtime."""
+    (``RUN/backends.json``, written by ``imageclf export``) that is installed here, for a job of
+    ``images`` when the caller knows it (start-up counted, :func:`~imageclf.inference.auto.pick`);
+    torch without a measurement. A ``.onnx`` file runs on the first installed graph runtime."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".onnx":
         runtime = next((r for r in RUNTIMES if runtime_installed(r)), "onnx")
         return BACKENDS[runtime](source, device=device, threads=threads)
-    name = choose_backend(path, [b for b in BACKENDS if b != "auto" and runtime_installed(b.split("-")[0])])
+    name = choose_backend(path, [b for b in BACKENDS if b != "auto" and runtime_installed(b.split("-")[0])],
+                          images)
     return BACKENDS[name](source, device=device, threads=threads)
 
 
 def load_backend(source: str | Path, backend: str = "torch", device: str = "auto",
-                 threads: int | None = None) -> Classifier:
-    """Load a model folder (or, for a graph runtime, an exported ``.onnx`` file) on a backend."""
+                 threads: int | None = None, images: int | None = None) -> Classifier:
+    """Load a model folder (or, for a graph runtime, an exported ``.onnx`` file) on a backend.
+    ``images``: how many this process is about to predict, when known (``auto`` weighs each
+    runtime's start-up against its speed for them)."""
     try:
         loader = BACKENDS[backend]
     except KeyError:
         raise ConfigError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}") from None
-    return loader(source, device=device, threads=threads)
+    return loader(source, device=device, threads=threads, images=images)

@@ -97,6 +97,15 @@ def _interleaved_speeds(models: dict[str, Any], images: np.ndarray, rounds: int 
     return probs, {name: len(images) / s for name, s in best.items()}
 
 
+def _start_seconds(run_dir: Path, name: str, image: np.ndarray) -> float:
+    """Seconds to load backend ``name`` afresh and answer one image (its graph compiled for the
+    CPU, its first run; the runtime already imported): what ``auto`` weighs for a short job."""
+    runtime, _, variant = name.partition("-")
+    t0 = time.perf_counter()
+    load_graph(run_dir, runtime, variant or "fp32").predict_scored(image)
+    return time.perf_counter() - t0
+
+
 def _same_ood_answers(scores: np.ndarray | None, reference: np.ndarray | None,
                       threshold: float | None) -> float:
     """The share of images on the same side of the OOD threshold as torch's (1.0 without a score).
@@ -156,6 +165,7 @@ def measure_backends(model: TorchPredictor, run_dir: Path, val: Validation,
         models[name] = load_graph(run_dir, runtime, variant or "fp32")
     scores: dict[str, Any] = {}
     probs, speeds = _interleaved_speeds(models, val.images, ood=scores)
+    starts = {name: _start_seconds(run_dir, name, val.images[:1]) for name in models if name != "torch"}
     threshold = models["torch"].threshold
     ref_probs = probs["torch"]
     ref = _figures(ref_probs, val.labels, threshold)
@@ -164,7 +174,8 @@ def measure_backends(model: TorchPredictor, run_dir: Path, val: Validation,
         if name == "torch":
             continue
         got = _figures(probs[name], val.labels, threshold)
-        entry = {"variant": name.partition("-")[2] or "fp32", "img_per_s": speeds[name], **got,
+        entry = {"variant": name.partition("-")[2] or "fp32", "img_per_s": speeds[name],
+                 "load_s": starts[name], **got,
                  "max_abs_diff": float(np.abs(probs[name] - ref_probs).max()) if len(ref_probs) else 0.0,
                  "same_decisions": float(np.mean(decide(probs[name], threshold)
                                                  == decide(ref_probs, threshold))),
@@ -191,9 +202,12 @@ def backend_lines(measured: dict[str, Any]) -> list[str]:
         agreement = ("reference" if name == "torch" else
                      f"max |dp| {e['max_abs_diff']:.1e}, same decisions {e['same_decisions']:.1%}")
         mark = "" if name == "torch" or e.get("agrees") else "  (not equal: auto skips it)"
-        lines.append(f"  {name:<14} {e['img_per_s']:>8.0f} img/s  accuracy {e['accuracy']:.4f}  "
+        start = f"  starts in {e['load_s']:.2f} s" if "load_s" in e else ""
+        lines.append(f"  {name:<14} {e['img_per_s']:>8.0f} img/s{start}  accuracy {e['accuracy']:.4f}  "
                      f"ROC-AUC {e['auc']:.4f}  {agreement}{mark}")
-    lines.append(f"--backend auto: {measured['auto']}")
+    one = pick(measured["backends"], list(measured["backends"]), images=1)
+    lines.append(f"--backend auto: {measured['auto']}" + (f" ({one} for `imageclf predict` of a few images)"
+                                                          if one != measured["auto"] else ""))
     return lines
 
 

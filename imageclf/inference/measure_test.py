@@ -66,6 +66,7 @@ def test_backends_json_measures_every_installed_backend(measured_run):
         e = d["backends"][name]
         assert e["max_abs_diff"] < 1e-4 and e["same_decisions"] == 1.0 and e["agrees"]
     assert all(e["img_per_s"] > 0 for e in d["backends"].values())
+    assert all(e["load_s"] > 0 for name, e in d["backends"].items() if name != "torch")
     assert d["auto"] == choose_backend(run, list(d["backends"]))
 
 
@@ -130,6 +131,21 @@ def test_auto_picks_the_fastest_equal_installed_backend(trained_run, tmp_path, m
     monkeypatch.setattr(backends, "runtime_installed", lambda r: r in ("torch", "onnx"))
     assert load_backend(run, "auto").backend == "torch"
     assert auto.agrees({"variant": "int8", "accuracy_drop": -0.02, "auc_drop": 0.005})  # int8 better: fine
+
+
+def test_auto_for_a_known_number_of_images_counts_each_runtimes_start_up(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    fp32 = {"variant": "fp32", "max_abs_diff": 1e-6, "same_decisions": 1.0}
+    _write_measurement(run, {"torch": {"img_per_s": 100.0},
+                             "onnx": {**fp32, "img_per_s": 1000.0, "load_s": 0.07},
+                             "openvino": {**fp32, "img_per_s": 2000.0, "load_s": 0.3}})
+    installed = ["torch", "onnx", "openvino"]
+    # 0.07 + n / 1000 against 0.3 + n / 2000: ONNX Runtime up to 460 images, OpenVINO beyond.
+    assert [choose_backend(run, installed, n) for n in (1, 400, 500)] == ["onnx", "onnx", "openvino"]
+    assert choose_backend(run, installed) == "openvino"  # a job of unknown size: the fastest
+    assert load_backend(run, "auto", images=1).backend == "onnx"
+    assert load_backend(run, "auto").backend == "openvino"
 
 
 def test_evaluate_on_a_backend_says_the_change_against_torch(measured_run, tiny_folders):
