@@ -19,6 +19,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from imageclf.core.io import atomic_write_text
+
 from . import machine, runners
 from .__main__ import KERAS_PYTHON, SCRATCH
 from .report import replace_block
@@ -91,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     record = {"command": "python -m bench.accuracy " + shlex.join(args), "machine": machine.describe(REPO),
               "workloads": {name: run(name, a.seeds, a) for name in a.only}}
-    tmp = a.json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(a.json)
+    atomic_write_text(a.json, json.dumps(record, indent=1) + "\n")
     block = table(record)
     replace_block(block, a.benchmarks, SECTION, MARKER)
     print(block)

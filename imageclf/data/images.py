@@ -297,15 +297,20 @@ def load_image(source: ImageSource, pre: Preprocessing) -> np.ndarray:
     return arr.reshape(pre.size[0], pre.size[1], pre.channels)
 
 
+def _least_decoded(pre: Preprocessing) -> tuple[int, int]:
+    """(width, height) a JPEG's scaled decode must keep: ``pre.jpeg_draft`` times the target."""
+    h, w = pre.size
+    return pre.jpeg_draft * w, pre.jpeg_draft * h
+
+
 def _scaled_jpeg(img: Image.Image, data: bytes, pre: Preprocessing) -> Image.Image:
     """The JPEG decoded at the smallest DCT scale that keeps ``pre.jpeg_draft`` times the target."""
-    h, w = pre.size
-    least = (pre.jpeg_draft * w, pre.jpeg_draft * h)
+    least = _least_decoded(pre)
     # CMYK and YCCK JPEGs (Pillow's "CMYK") libjpeg-turbo cannot turn into RGB: Pillow's halves.
     if pre.jpeg_scales == "halves" or img.mode not in ("L", "RGB"):
         img.draft("L" if pre.channels == 1 else "RGB", least)
         return img
-    scaled = decode_scaled(data, pre.size, pre.channels, pre.jpeg_draft)
+    scaled = decode_scaled(data, least, pre.channels)
     scaled.info = img.info  # its EXIF/XMP orientation, for upright()
     return scaled
 
@@ -313,13 +318,13 @@ def _scaled_jpeg(img: Image.Image, data: bytes, pre: Preprocessing) -> Image.Ima
 def _plain_jpeg(data: bytes, name: str, pre: Preprocessing) -> Image.Image | None:
     """The JPEG decoded without Pillow where nothing but its pixels matter (see
     :func:`imageclf.data.jpeg.plain_size`); None: Pillow's path."""
-    if pre.jpeg_scales != "eighths" or any(sniff(data) for sniff, _ in _EXTRA_READERS):
+    if pre.jpeg_scales != "eighths":
         return None
-    size = plain_size(data)
-    if size is None:
+    size = plain_size(data)  # its first check, the JPEG's start, is what turns most files away
+    if size is None or any(sniff(data) for sniff, _ in _EXTRA_READERS):
         return None
     _check_pixels(name, *size, pre.max_pixels)
-    return decode_scaled(data, pre.size, pre.channels, pre.jpeg_draft)
+    return decode_scaled(data, _least_decoded(pre), pre.channels)
 
 
 def prepare_array(array: np.ndarray, pre: Preprocessing) -> np.ndarray:

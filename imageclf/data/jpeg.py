@@ -20,14 +20,14 @@ APP2 = 0xE2  # ICC profiles (pixels unchanged) and MPF, which makes a multi-pict
 PLAIN_COLORSPACES = ("Gray", "YCbCr", "RGB")  # CMYK and YCCK need Pillow's conversion
 
 
-def decode_scaled(data: bytes, size: tuple[int, int], channels: int, draft: int) -> Image.Image:
-    """The JPEG in L (``channels`` 1) or RGB at the smallest n/8 scale that keeps ``draft``
-    times ``size`` (height, width). Raises ValueError for a truncated or corrupt file."""
-    h, w = size
+def decode_scaled(data: bytes, least: tuple[int, int], channels: int) -> Image.Image:
+    """The JPEG in L (``channels`` 1) or RGB at the smallest n/8 scale that keeps at least
+    ``least`` (width, height). Raises ValueError for a truncated or corrupt file."""
+    w, h = least
     # strict: libjpeg's warnings (a premature end) raise, as Pillow's OSError does with
     # LOAD_TRUNCATED_IMAGES off, rather than decoding the rest to grey.
     arr = simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB",
-                                 min_width=draft * w, min_height=draft * h, strict=True)
+                                 min_width=w, min_height=h, strict=True)
     return Image.fromarray(arr[..., 0] if channels == 1 else arr)
 
 

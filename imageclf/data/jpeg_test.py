@@ -31,7 +31,7 @@ def _pillow_at(data: bytes, mode: str, scale: int) -> np.ndarray:
 def test_at_a_scale_pillow_also_has_the_pixels_are_pillows(mode, channels, scale):
     data = _jpeg(_noise(160, 240))
     target = (160 // scale, 240 // scale)
-    ours = np.asarray(decode_scaled(data, target, channels, draft=1))
+    ours = np.asarray(decode_scaled(data, target[::-1], channels))
     assert ours.shape[:2] == target
     assert np.array_equal(ours, _pillow_at(data, mode, scale))
 
@@ -39,14 +39,15 @@ def test_at_a_scale_pillow_also_has_the_pixels_are_pillows(mode, channels, scale
 def test_the_smallest_eighth_that_keeps_the_target_is_chosen():
     data = _jpeg(_noise(256, 256))
     # 64 of 256: 2/8 exactly; 65 needs 3/8 (96 px) where Pillow's halves would take 1/2 (128).
-    assert decode_scaled(data, (64, 64), 3, draft=1).size == (64, 64)
-    assert decode_scaled(data, (65, 65), 3, draft=1).size == (96, 96)
-    assert decode_scaled(data, (65, 65), 3, draft=2).size == (160, 160)  # 5/8 keeps 130
+    assert decode_scaled(data, (64, 64), 3).size == (64, 64)
+    assert decode_scaled(data, (65, 65), 3).size == (96, 96)
+    assert decode_scaled(data, (130, 130), 3).size == (160, 160)  # 5/8 keeps 130 (jpeg_draft 2)
+    assert decode_scaled(data, (64, 65), 3).size == (96, 96)  # width, height: both kept
 
 
 def test_a_gray_jpeg_for_a_colour_model_is_pillows_conversion():
     data = _jpeg(_noise(64, 64, "L"))
-    ours = np.asarray(decode_scaled(data, (64, 64), 3, draft=1))
+    ours = np.asarray(decode_scaled(data, (64, 64), 3))
     assert np.array_equal(ours, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
 
 

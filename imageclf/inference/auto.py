@@ -69,9 +69,10 @@ def pick(backends: dict[str, Any], installed: list[str], images: int | None = No
     which an in-process measurement does not see).
 
     ``images``: how many the caller is about to predict in a fresh process. Then "fastest" is
-    the least start-up (``load_s``: the runtime's import and the graph's compilation) plus
-    ``images`` at its speed: one image on ONNX Runtime, which compiles in 0.07 s, rather than on
-    OpenVINO at twice the images per second after 0.3 s (xray-5block, 2-core EPYC)."""
+    the least start (``load_s``: the graph compiled for the CPU and its first image, as export
+    measured it) plus ``images`` at its speed: one image on ONNX Runtime, which started in
+    0.01 s, rather than on OpenVINO int8 at 1.8 times its images per second after 0.17 s
+    (xray-5block, 2-core EPYC)."""
     ok = {name: e for name, e in backends.items()
           if name in installed and name != "torch" and isinstance(e, dict) and agrees(e)}
 

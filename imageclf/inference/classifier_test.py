@@ -93,3 +93,18 @@ def test_files_are_predicted_in_the_fewest_equal_batches(model, tiny_folders, mo
     monkeypatch.setattr(model.predictor, "predict_scored", spy)
     assert len(paths) == 6 and len(model.predict(paths, batch_size=4)) == 6
     assert set(seen) == {3}  # 6 in batches of at most 4: 3 + 3, not 4 + 2
+
+
+def test_files_expanded_once_are_not_listed_or_checked_again(tiny_folders, monkeypatch):
+    from imageclf.inference import predictions
+
+    files = predictions.expand_inputs([tiny_folders / "test"])
+    assert len(files) > 1 and all(f.endswith(".png") for f in files)
+
+    def no_stat(*_):
+        raise AssertionError("stat called again")
+
+    monkeypatch.setattr(predictions.os, "stat", no_stat)
+    assert predictions.expand_inputs(files) is files
+    with pytest.raises(AssertionError, match="stat called again"):
+        predictions.expand_inputs(list(files))  # a plain list is checked, as before

@@ -27,6 +27,7 @@ from torch import nn
 from imageclf.core.errors import ConfigError, ModelFileError
 from imageclf.core.io import atomic_save_safetensors, atomic_write_text, file_sha256
 from imageclf.core.version import __version__
+from imageclf.data.images import LEGACY_JPEG
 from imageclf.modelfile.config import (  # noqa: F401  (re-exported)
     _SCHEMA,
     BEST_RECIPE_FILE,
@@ -78,13 +79,13 @@ def _trained_for(config: ModelConfig) -> dict[str, Any]:
     """What the weights were trained as; saved in their header so an edited config.json shows.
 
     ``max_pixels`` is left out: it is a safety limit on input files, not part of the model.
-    ``jpeg_draft`` and ``jpeg_scales`` are in (weights written before them have a header without
-    them, and are not asked).
+    How JPEGs are decoded (``LEGACY_JPEG``'s fields: ``jpeg_draft``, ``jpeg_scales``) is in
+    (weights written before a field have a header without it, and are not asked).
     """
     pre = config.preprocessing.to_dict()
     d = {"architecture": config.architecture, "architecture_kwargs": config.architecture_kwargs,
          "classes": config.classes, **{k: pre[k] for k in ("size", "channels", "resize", "mean", "std")},
-         "jpeg_draft": config.preprocessing.jpeg_draft, "jpeg_scales": config.preprocessing.jpeg_scales}
+         **{k: getattr(config.preprocessing, k) for k in LEGACY_JPEG}}
     return json.loads(json.dumps(d))  # tuples -> lists, as they read back
 
 
