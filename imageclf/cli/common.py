@@ -21,7 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 # --backend of every command that runs a model (predict, evaluate, serve): which engine runs it.
 Backend = Annotated[str, typer.Option(

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
-from rich.table import Table
 
 from imageclf.cli.common import app, console
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+def _table(*columns: str) -> Table:
+    # Lazy: rich.table is 10 ms of every command's start (--help's too) otherwise.
+    from rich.table import Table
+
+    return Table(*columns, show_lines=False)
 
 
 @app.command("recipes")
@@ -15,7 +26,7 @@ def recipes_command() -> None:
     from imageclf.models import create_model, num_params
     from imageclf.recipes.schema import get_recipe, list_recipes
 
-    table = Table(show_lines=False)
+    table = _table()
     for col in ("recipe", "seed", "model", "input", "params", "epochs"):
         table.add_column(col, no_wrap=True)
     table.add_column("description")
@@ -43,7 +54,7 @@ def models_command() -> None:
     # lazy: the model registry imports torch, which --help does not need
     from imageclf.models import list_models, model_entry
 
-    table = Table("model", "family", "description")
+    table = _table("model", "family", "description")
     for name in list_models():
         e = model_entry(name)
         table.add_row(name, e.family, e.description)

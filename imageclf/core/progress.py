@@ -7,27 +7,42 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
-class RateColumn(ProgressColumn):
-    """Images per second."""
+def _progress(console: Console) -> Progress:
+    """A bar with images per second. rich.progress is imported here, on the first bar: every
+    command module imports this one, and ``imageclf --help`` would pay its 12-20 ms."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
 
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} img/s" if speed else "", style="cyan")
+    class RateColumn(ProgressColumn):
+        """Images per second."""
+
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} img/s" if speed else "", style="cyan")
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        RateColumn(), TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console, transient=True, disable=not console.is_terminal,
+    )
 
 
 class Task:
@@ -66,12 +81,7 @@ class Reporter:
         if self.quiet:
             yield Task(None, None)
             return
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            RateColumn(), TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=self.console, transient=True, disable=not self.console.is_terminal,
-        )
+        progress = _progress(self.console)
         with progress:
             yield Task(progress, progress.add_task(description, total=total, info=""))
 

@@ -31,6 +31,13 @@ from imageclf.modelfile.onnx_meta import INPUT_NAME, META_PREFIX
 # probabilities and the OOD scorer ("/scored/scorers.0/...") stay float32.
 NETWORK_NODE = re.compile(r"(^|/)model(_\d+)?/")
 QUANT_KEY = f"{META_PREFIX}quantization"
+# Weights quantised to 7 bits (ONNX Runtime's reduce_range). On a CPU without VNNI (AVX2 only),
+# ONNX Runtime multiplies uint8 by int8 with instructions that saturate 16-bit pair sums: there
+# the full-range graph of xray-5block at 128 px gave probabilities 0.21 away from fp32, 94.1 %
+# of its decisions and -0.006 ROC-AUC; the 7-bit one 0.03, 99.6 % and +0.0001, at 1.12x fp32's
+# speed against 0.90x (524 validation images, 2-core AMD EPYC with AVX2). The file is made once
+# and may run on either kind of CPU, so it is always 7-bit.
+REDUCE_RANGE = True
 
 
 def _modules():
@@ -99,13 +106,15 @@ def quantize_graph(fp32: bytes, calibration: list[np.ndarray], per_channel: bool
                 quant_format=quantization.QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
                 nodes_to_quantize=nodes, calibrate_method=quantization.CalibrationMethod.MinMax,
+                reduce_range=REDUCE_RANGE,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
         out = onnx.load(str(dst))
     meta = {p.key: p.value for p in proto.metadata_props}
     meta[QUANT_KEY] = json.dumps({
         "method": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-        "activations": "uint8", "weights": "int8", "per_channel": per_channel, "calibration": "MinMax",
+        "activations": "uint8", "weights": "int8", "reduce_range": REDUCE_RANGE,
+        "per_channel": per_channel, "calibration": "MinMax",
         "calibration_images": int(sum(len(b) for b in calibration)), "quantized_nodes": len(nodes),
         **(info or {}),
     })

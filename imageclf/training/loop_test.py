@@ -197,7 +197,9 @@ def test_the_bf16_probe_leaves_the_model_and_the_random_state_as_they_were():
 @pytest.mark.parametrize("measured", [(True, 1.7), (False, 0.8)])
 def test_auto_precision_on_a_bf16_cpu_trains_as_the_step_measured(tmp_path, tiny_npz, monkeypatch, capsys,
                                                                    measured):
-    monkeypatch.setattr(sys.modules["imageclf.training.precision"], "cpu_has_native_bf16", lambda: True)
+    # Both names: the loop imported its own (patching only precision's passed only on CPUs with bf16).
+    for module in ("imageclf.training.precision", "imageclf.training.loop"):
+        monkeypatch.setattr(sys.modules[module], "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(sys.modules["imageclf.training.loop"], "bf16_pays", lambda model, example: measured)
     imageclf.train(tiny_npz, "xray-4block", tmp_path / "run", device="cpu", epochs=1, img_size=46,
                    steps_per_epoch=1, batch_size=8, quiet=False)
