@@ -40,18 +40,16 @@ def import_openvino():
 
     openvino imports them in a ``try`` that passes over an ImportError; a None in
     ``sys.modules`` is one. The None is removed straight after, so a later ``import
-    openvino.tools.ovc`` of the caller's own imports them as usual."""
+    openvino.tools.ovc`` of the caller's own imports them as usual. (Before openvino itself is
+    imported its tools cannot have been: they are its subpackage.)"""
     if "openvino" in sys.modules:
         return sys.modules["openvino"]
-    blocked = CONVERSION_TOOLS not in sys.modules
-    if blocked:
-        sys.modules[CONVERSION_TOOLS] = None
+    sys.modules[CONVERSION_TOOLS] = None
     try:
         # Lazy: openvino is the optional extra 'imageclf[openvino]' (load_openvino says so when absent).
         import openvino
     finally:
-        if blocked and CONVERSION_TOOLS in sys.modules and sys.modules[CONVERSION_TOOLS] is None:
-            del sys.modules[CONVERSION_TOOLS]
+        del sys.modules[CONVERSION_TOOLS]
     return openvino
 
 
