@@ -4,7 +4,9 @@
 calibrated on the model's validation images (:mod:`imageclf.modelfile.quantize`), its fp32
 and int8 accuracy, ROC-AUC and speed on those images stored in its metadata; then it measures
 every installed backend on the same images (images per second, agreement with torch) into
-``RUN/backends.json`` (:mod:`imageclf.inference.auto`).
+``RUN/backends.json`` (:mod:`imageclf.inference.auto`). Where an int8 backend measures unequal,
+the int8 graph is made once more with the network's last convolution and what follows it in
+float32, and kept if more int8 backends measure equal with it.
 
 The validation images are the split the model was judged on in training: those of the data
 its config.json records (``data.source``, the carve made again with the recipe's seed), or of
@@ -37,7 +39,7 @@ from imageclf.inference.onnx_predictor import OnnxPredictor
 from imageclf.inference.torch_predictor import TorchPredictor
 from imageclf.modelfile.onnx import onnx_bytes
 from imageclf.modelfile.onnx_meta import INT8_FILE, ONNX_FILE, OPSET
-from imageclf.modelfile.quantize import quantize_graph, with_quantization_info
+from imageclf.modelfile.quantize import can_keep_tail, quantize_graph, with_quantization_info
 
 MAX_IMAGES = 1024  # validation images measured: one image is 0.1 point of accuracy (0.5 is the bar)
 # Calibrated on the first of them: a few hundred suffice (256 and 512 gave the same int8 graph
@@ -118,14 +120,15 @@ def _same_ood_answers(scores: np.ndarray | None, reference: np.ndarray | None,
 
 
 def quantize_run(model: TorchPredictor, run_dir: Path, fp32: bytes, val: Validation,
-                 force: bool = False, reporter: Reporter = QUIET) -> dict[str, Any]:
-    """Write RUN/model.int8.onnx calibrated on ``val``; returns fp32 against int8 figures."""
+                 force: bool = False, reporter: Reporter = QUIET, fp32_tail: bool = False) -> dict[str, Any]:
+    """Write RUN/model.int8.onnx calibrated on ``val`` (``fp32_tail``: see
+    :func:`~imageclf.modelfile.quantize.quantize_graph`); returns fp32 against int8 figures."""
     path = run_dir / INT8_FILE
     check_output_file(path, force)
     fp32_model = OnnxPredictor(fp32, model.config, str(run_dir), str(run_dir))
     calib = [fp32_model.to_input(val.images[i:i + CALIBRATION_BATCH])
              for i in range(0, min(len(val.images), CALIBRATION_IMAGES), CALIBRATION_BATCH)]
-    int8 = quantize_graph(fp32, calib, info={"calibration_source": val.source})
+    int8 = quantize_graph(fp32, calib, info={"calibration_source": val.source}, fp32_tail=fp32_tail)
     int8_model = OnnxPredictor(int8, model.config, str(run_dir), str(run_dir), variant="int8")
     probs, speeds = _interleaved_speeds({"fp32": fp32_model, "int8": int8_model}, val.images)
     (p32, s32), (p8, s8) = (probs["fp32"], speeds["fp32"]), (probs["int8"], speeds["int8"])
@@ -189,10 +192,40 @@ def measure_backends(model: TorchPredictor, run_dir: Path, val: Validation,
          "auto": pick(results, list(results)), "cpus": os.cpu_count(),
          "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
          "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    atomic_write_text(run_dir / BACKENDS_FILE, json.dumps(d, indent=2) + "\n")
+    _write_measurement(run_dir, d)
     for line in backend_lines(d):
         reporter.print(line)
     return d
+
+
+def _write_measurement(run_dir: Path, measured: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / BACKENDS_FILE, json.dumps(measured, indent=2) + "\n")
+
+
+def _equal_int8(measured: dict[str, Any]) -> tuple[int, int]:
+    """(int8 backends measured equal to torch, int8 backends measured)."""
+    int8 = [e for e in measured["backends"].values() if e.get("variant") == "int8"]
+    return sum(bool(e.get("agrees")) for e in int8), len(int8)
+
+
+def _quantize_again_with_fp32_tail(model: TorchPredictor, run_dir: Path, fp32: bytes, val: Validation,
+                                   first: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+    """Where an int8 backend was measured unequal to torch: the int8 graph made again with the
+    network's last convolution and the layers after it in float32 (the features the OOD score
+    reads; :func:`~imageclf.modelfile.quantize.tail_nodes`), and measured again. Kept where
+    more int8 backends measure equal with it (``{"int8": figures, "backends": measurement}``);
+    else the first graph and its measurement are written back (``{}``)."""
+    before = (run_dir / INT8_FILE).read_bytes()
+    reporter.print("int8 measured unequal to torch: quantising again with the last convolution and "
+                   "the layers after it in float32")
+    figures = quantize_run(model, run_dir, fp32, val, force=True, reporter=reporter, fp32_tail=True)
+    measured = measure_backends(model, run_dir, val, reporter)
+    if _equal_int8(measured)[0] > _equal_int8(first)[0]:
+        return {"int8": figures, "backends": measured}
+    atomic_write_bytes(run_dir / INT8_FILE, before)
+    _write_measurement(run_dir, first)
+    reporter.print("kept the first int8 graph: the second measured no better")
+    return {}
 
 
 def backend_lines(measured: dict[str, Any]) -> list[str]:
@@ -243,6 +276,9 @@ def export_run(run_dir: str | Path, onnx_path: str | Path | None = None, *, int8
         out["int8"] = quantize_run(model, run_dir, fp32, val, force, reporter)
     if measure and target == run_dir / ONNX_FILE:
         out["backends"] = measure_backends(model, run_dir, val, reporter)
+        equal, measured = _equal_int8(out["backends"])
+        if int8 and equal < measured and can_keep_tail(fp32):
+            out.update(_quantize_again_with_fp32_tail(model, run_dir, fp32, val, out["backends"], reporter))
     return out
 
 

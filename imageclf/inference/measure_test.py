@@ -200,3 +200,62 @@ def test_exporting_again_measures_a_backend_the_last_export_found_unequal(measur
     out = export_run(run, int8=True, force=True)  # the measurement itself never refuses
     assert out["backends"]["backends"]["openvino-int8"]["accuracy_drop"] < 0.5
     assert load_backend(run, "openvino-int8").backend == "openvino-int8"
+
+
+def _int8_quantization(run) -> dict:
+    return json.loads(read_onnx_metadata((run / INT8_FILE).read_bytes(), INT8_FILE)["quantization"])
+
+
+def test_the_tail_from_the_last_convolution_on_stays_float32(measured_run):
+    from onnx import load
+
+    from imageclf.modelfile.quantize import network_nodes, tail_nodes
+
+    proto = load(str(measured_run[0] / "model.onnx"))
+    network = network_nodes(proto)
+    tail = tail_nodes(proto)
+    convs = [n for n in network if n.endswith("/Conv")]
+    assert len(convs) >= 2 and convs[-1] in tail and convs[0] not in tail
+    assert {n for n in network if "/classifier" in n} <= tail  # the dense layers come after it
+    assert set(network_nodes(proto, fp32_tail=True)) == set(network) - tail
+
+
+@pytest.fixture
+def int8_agreement(monkeypatch):
+    """Makes measure_backends count an int8 backend equal only for the graph kind ``equal_for``
+    names ("tail": only with its tail in float32; "none": never)."""
+    from imageclf.inference import measure
+
+    real = measure.agrees
+    chosen = {}
+
+    def agrees(entry, *args, **kwargs):
+        if entry.get("variant") != "int8":
+            return real(entry, *args, **kwargs)
+        return chosen["equal_for"] == "tail" and _int8_quantization(chosen["run"])["fp32_tail"]
+
+    monkeypatch.setattr(measure, "agrees", agrees)
+    return chosen
+
+
+def test_an_unequal_int8_graph_is_made_again_with_its_tail_in_float32(trained_run, tmp_path, int8_agreement):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    int8_agreement.update(run=run, equal_for="tail")
+    out = export_run(run, int8=True)
+    quant = _int8_quantization(run)
+    assert quant["fp32_tail"] and out["int8"] == json.loads(json.dumps(quant["figures"]))
+    measured = json.loads((run / BACKENDS_FILE).read_text())
+    assert measured == json.loads(json.dumps(out["backends"]))
+    assert all(measured["backends"][b]["agrees"] for b in ("onnx-int8", "openvino-int8"))
+
+
+def test_the_first_int8_graph_stays_when_the_second_is_no_better(trained_run, tmp_path, int8_agreement):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    int8_agreement.update(run=run, equal_for="none")
+    out = export_run(run, int8=True)
+    assert not _int8_quantization(run)["fp32_tail"]  # the first graph, written back
+    measured = json.loads((run / BACKENDS_FILE).read_text())
+    assert measured == json.loads(json.dumps(out["backends"]))
+    assert not measured["backends"]["openvino-int8"]["agrees"]
