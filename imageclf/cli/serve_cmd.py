@@ -70,7 +70,9 @@ def export_command(
                               "graph backends pick up while it is current)."),
     int8: bool = typer.Option(False, "--int8", help="Also write RUN/model.int8.onnx: int8 weights and "
                               "activations, calibrated on the model's validation images, with its accuracy, "
-                              "ROC-AUC and speed against fp32 (--backend onnx-int8 / openvino-int8)."),
+                              "ROC-AUC and speed against fp32 (--backend onnx-int8 / openvino-int8); made "
+                              "again with its last convolution and dense layers in float32 where it "
+                              "measures unequal."),
     calibration: str = typer.Option(None, "--calibration", help="Data whose validation split calibrates and "
                                     "measures (default: the data RUN's config.json records)."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure every installed backend on "
