@@ -147,7 +147,7 @@ def _cpu_ticks(cores: set[int]) -> dict[int, list[int]]:
 def exit_process(code: int | str | None = 0) -> NoReturn:
     """End the command with ``code`` (as ``sys.exit`` takes it), skipping the interpreter's teardown.
 
-    Once torch is loaded (with torch._dynamo, which every torch optimizer imports), Python's
+    Once torch is loaded (more so with torch._dynamo, which torch's own optimizers import), Python's
     own exit spends ~0.9 s freeing modules and objects the OS frees at once (the 2-core EPYC:
     3.0 s against 2.1 s for a script that only imports them; 1.6 s after an ``imageclf
     train``). Everything an exit owes is still done, in the interpreter's order: non-daemon

@@ -158,17 +158,13 @@ def _pool_context() -> mp.context.BaseContext:
 
 
 def decode_paths(paths: list[str], pre: Preprocessing, workers: int | None = None,
-                 threads: bool = False, meanwhile: Callable[[], None] | None = None
-                 ) -> Iterator[np.ndarray | str]:
+                 threads: bool = False) -> Iterator[np.ndarray | str]:
     """Decode files in order, in parallel on ``workers`` processes; a bad file yields its reason.
 
     ``threads``: worker threads instead (Pillow decodes and resizes without the GIL). They
     start at once, where forking a process that holds torch costs ~0.1 s: the better choice
     for the few hundred files of a prediction (524 128-px PNGs: 0.12 s against 0.2 s); by
     default as many as :func:`decode_threads` says, and even one runs ahead of the caller.
-    ``meanwhile``: work for this process while the worker processes decode, run once they
-    have all started (a fork after it could copy a lock it holds) and before the first file
-    is yielded; not run when nothing decodes in parallel.
     """
     chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
     # Sized only where files are many: a one-image prediction stats nothing more.
@@ -183,8 +179,6 @@ def decode_paths(paths: list[str], pre: Preprocessing, workers: int | None = Non
     with pool:
         # map submits every chunk now: with fork, the pool starts all its processes at the first.
         results = pool.map(_decode_chunk, [(c, pre) for c in chunks])
-        if meanwhile is not None and not threads:
-            meanwhile()
         for result in results:
             yield from result
 
@@ -224,13 +218,11 @@ def cache_split(
     workers: int | None = None,
     skip_bad: bool = False,
     progress: Callable[[int], None] | None = None,
-    meanwhile: Callable[[], None] | None = None,
 ) -> CachedSplit:
     """Decode ``split`` at ``pre`` into uint8 images (see the module docstring).
 
     A bad image raises :class:`BadImageError` naming it, unless ``skip_bad``: then it is
     left out and listed in ``skipped``. ``progress(n)`` is called as images are done;
-    ``meanwhile`` is :func:`decode_paths`' (not run when nothing needs decoding).
     """
     workers = workers or os.cpu_count() or 1
     n = len(split)
@@ -239,12 +231,11 @@ def cache_split(
         return _cache_arrays(split, pre, progress)
     where = choose_storage(n, pre, storage)
     if where == "disk":
-        return _cache_to_disk(split, pre, cache_dir or default_cache_dir(), workers, skip_bad, progress,
-                              meanwhile)
+        return _cache_to_disk(split, pre, cache_dir or default_cache_dir(), workers, skip_bad, progress)
     images = np.empty((n, h, w, pre.channels), np.uint8)
     ok = np.zeros(n, bool)
     skipped: list[tuple[str, str]] = []
-    for i, pixels in _good_images(split, pre, workers, skip_bad, skipped, progress, meanwhile):
+    for i, pixels in _good_images(split, pre, workers, skip_bad, skipped, progress):
         images[i] = pixels
         ok[i] = True
     keep = np.flatnonzero(ok)
@@ -258,11 +249,10 @@ def _groups(split: Split, keep: np.ndarray) -> np.ndarray | None:
 
 
 def _good_images(split: Split, pre: Preprocessing, workers: int, skip_bad: bool,
-                 skipped: list[tuple[str, str]], progress,
-                 meanwhile=None) -> Iterator[tuple[int, np.ndarray]]:
+                 skipped: list[tuple[str, str]], progress) -> Iterator[tuple[int, np.ndarray]]:
     """(index, pixels) of each image that decodes, in order; a bad one raises BadImageError,
     or with ``skip_bad`` is appended to ``skipped`` as (path, reason)."""
-    for i, result in enumerate(decode_paths(split.paths, pre, workers, meanwhile=meanwhile)):
+    for i, result in enumerate(decode_paths(split.paths, pre, workers)):
         if isinstance(result, str):
             if not skip_bad:
                 raise BadImageError(split.paths[i], result)
@@ -311,7 +301,7 @@ def remove_dead_writers(cache_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _cache_to_disk(split, pre, cache_dir: Path, workers, skip_bad, progress, meanwhile=None) -> CachedSplit:
+def _cache_to_disk(split, pre, cache_dir: Path, workers, skip_bad, progress) -> CachedSplit:
     cache_dir.mkdir(parents=True, exist_ok=True)
     remove_dead_writers(cache_dir)
     key = _cache_key(split, pre)
@@ -331,7 +321,7 @@ def _cache_to_disk(split, pre, cache_dir: Path, workers, skip_bad, progress, mea
     skipped, keep = [], []
     try:
         with open(tmp, "wb") as f:
-            for i, pixels in _good_images(split, pre, workers, skip_bad, skipped, progress, meanwhile):
+            for i, pixels in _good_images(split, pre, workers, skip_bad, skipped, progress):
                 assert pixels.size == item
                 f.write(pixels.tobytes())
                 keep.append(i)

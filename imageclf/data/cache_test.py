@@ -1,4 +1,3 @@
-import multiprocessing
 import os
 
 import numpy as np
@@ -43,21 +42,6 @@ def test_parallel_decode_keeps_order(split):
     one = cache_split(split, PRE, storage="memory", workers=1)
     two = cache_split(split, PRE, storage="memory", workers=2)
     assert np.array_equal(one.images, two.images)
-
-
-@pytest.mark.parametrize("storage", ["memory", "disk"])
-def test_meanwhile_runs_once_while_every_decode_process_is_up(split, storage, tmp_path):
-    seen = []
-    cached = cache_split(split, PRE, storage=storage, cache_dir=tmp_path / "c", workers=2,
-                         meanwhile=lambda: seen.append(len(multiprocessing.active_children())))
-    assert seen == [2] and len(cached) == len(split)
-    # Not where nothing decodes in parallel: threads (the GIL), one worker, the cache reused.
-    for kw in ({"workers": 2, "threads": True}, {"workers": 1}):
-        list(decode_paths(split.paths, PRE, meanwhile=lambda: seen.append("again"), **kw))
-    if storage == "disk":
-        cache_split(split, PRE, storage=storage, cache_dir=tmp_path / "c", workers=2,
-                    meanwhile=lambda: seen.append("again"))
-    assert seen == [2]
 
 
 def test_bad_file_named_or_skipped(split):

@@ -4,6 +4,8 @@ group gets ``lr * layer_decay ** depth``, depth counted from the head (timm's gr
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -19,20 +21,38 @@ OptimizerFactory = Callable[[list[dict], float, dict], torch.optim.Optimizer]
 FUSED = {"adam", "adamw", "sgd"}
 FUSED_DEVICES = {"cpu", "cuda"}
 
-def import_optimizer_machinery() -> None:
-    """Import what a torch optimiser imports when it is first made: torch._dynamo (its
-    ``add_param_group`` and ``step`` are wrapped to keep torch.compile out), 1-2 s of one core
-    on the 2-core EPYC. Training runs this while the decode processes fill the cache
-    (:func:`~imageclf.data.cache.decode_paths`' ``meanwhile``), so the two overlap."""
-    import torch._dynamo  # noqa: F401
+# torch's optimisers keep torch.compile out of their bookkeeping by importing torch._dynamo at
+# their first call: add_param_group, zero_grad, state_dict and load_state_dict are wrapped in
+# torch._disable_dynamo, and step calls torch._dynamo.graph_break(). That import is 1.2 s of one
+# core at every training's start, and more at its exit, for a compiler that training never runs.
+_DYNAMO_WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+@functools.cache
+def eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """``cls`` with torch's dynamo wrappers taken off its step and bookkeeping: the same update to
+    the bit, without importing torch._dynamo (a subclass: ``isinstance(opt, cls)`` holds). Where a
+    torch release wraps them otherwise, ``inspect.unwrap`` finds nothing to take off and the
+    class behaves as torch's own."""
+    raw_step = inspect.unwrap(cls.step)
+
+    @functools.wraps(raw_step)
+    def step(self, closure=None):
+        # What torch's wrapper sets: no autograd graph unless the optimiser is differentiable.
+        with torch.set_grad_enabled(self.defaults.get("differentiable", False)):
+            return raw_step(self, closure)
+
+    methods = {name: inspect.unwrap(getattr(torch.optim.Optimizer, name)) for name in _DYNAMO_WRAPPED}
+    return type(cls.__name__, (cls,), {**methods, "step": step, "__module__": __name__})
 
 
 OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "adam": lambda groups, lr, kw: torch.optim.Adam(groups, lr=lr, **kw),
-    "adamw": lambda groups, lr, kw: torch.optim.AdamW(groups, lr=lr, **kw),
-    "sgd": lambda groups, lr, kw: torch.optim.SGD(groups, lr=lr, **{"momentum": 0.9, "nesterov": True, **kw}),
-    "rmsprop": lambda groups, lr, kw: torch.optim.RMSprop(groups, lr=lr, **kw),
-    "adadelta": lambda groups, lr, kw: torch.optim.Adadelta(groups, lr=lr, **kw),
+    "adam": lambda groups, lr, kw: eager(torch.optim.Adam)(groups, lr=lr, **kw),
+    "adamw": lambda groups, lr, kw: eager(torch.optim.AdamW)(groups, lr=lr, **kw),
+    "sgd": lambda groups, lr, kw: eager(torch.optim.SGD)(groups, lr=lr,
+                                                         **{"momentum": 0.9, "nesterov": True, **kw}),
+    "rmsprop": lambda groups, lr, kw: eager(torch.optim.RMSprop)(groups, lr=lr, **kw),
+    "adadelta": lambda groups, lr, kw: eager(torch.optim.Adadelta)(groups, lr=lr, **kw),
 }
 
 

@@ -1,9 +1,12 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from imageclf.recipes.schema import get_recipe
-from imageclf.training.optim import build_optimizer
+from imageclf.training.optim import build_optimizer, eager
 
 
 def _net() -> nn.Module:
@@ -69,3 +72,45 @@ def test_fused_moments_restored_from_a_contiguous_checkpoint_pair_with_their_wei
     p.grad = grads[1]
     resumed.step()
     assert torch.equal(p.detach(), want)
+
+
+def _train_with(make_optimizer, steps: int = 12) -> tuple[list[torch.Tensor], dict]:
+    net = _net()
+    opt = make_optimizer(net.parameters())
+    g = torch.Generator().manual_seed(2)
+    for _ in range(steps):
+        x, y = torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 3, (8,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    state = opt.state_dict()
+    opt.load_state_dict(state)
+    return [p.detach().clone() for p in net.parameters()], state
+
+
+@pytest.mark.parametrize("name, kwargs", [("Adam", {"fused": True}), ("Adam", {}), ("AdamW", {"fused": True}),
+                                          ("SGD", {"momentum": 0.9, "nesterov": True}), ("RMSprop", {}),
+                                          ("Adadelta", {})])
+def test_eager_optimizer_updates_as_torch_own_to_the_bit(name, kwargs):
+    cls = getattr(torch.optim, name)
+    ours, our_state = _train_with(lambda p: eager(cls)(p, lr=0.01, **kwargs))
+    theirs, their_state = _train_with(lambda p: cls(p, lr=0.01, **kwargs))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert our_state["param_groups"] == their_state["param_groups"]
+    assert isinstance(eager(cls)(_net().parameters(), lr=0.01), cls) and eager(cls) is eager(cls)
+
+
+def test_training_optimizers_do_not_import_the_compiler():
+    # A fresh process: this one may have torch._dynamo from another test.
+    code = ("import sys, torch\n"
+            "from imageclf.recipes.schema import get_recipe\n"
+            "from imageclf.training.optim import OPTIMIZERS, build_optimizer\n"
+            "net = torch.nn.Linear(4, 2)\n"
+            "for name in OPTIMIZERS:\n"
+            "    recipe = get_recipe('mnist-basic').override({'optimizer': name, 'optimizer_kwargs': {}})\n"
+            "    opt = build_optimizer(recipe, net)\n"
+            "    net(torch.randn(3, 4)).sum().backward(); opt.step(); opt.zero_grad()\n"
+            "    opt.load_state_dict(opt.state_dict())\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

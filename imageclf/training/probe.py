@@ -31,6 +31,7 @@ from imageclf.models.heads import logits_to_probs
 from imageclf.models.heads import num_outputs as outputs_for
 from imageclf.recipes.schema import Recipe
 from imageclf.training import distributed as dist
+from imageclf.training.optim import eager
 from imageclf.training.run import TrainingState
 from imageclf.training.validation import validate
 
@@ -64,8 +65,8 @@ def _fit_one(x: torch.Tensor, y: torch.Tensor, sample_w: torch.Tensor, outputs: 
              ) -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.zeros(outputs, x.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(outputs, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, tolerance_grad=1e-7, tolerance_change=1e-10,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = eager(torch.optim.LBFGS)([w, b], lr=1.0, max_iter=500, tolerance_grad=1e-7,
+                                   tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

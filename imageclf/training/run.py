@@ -57,7 +57,6 @@ from imageclf.training.checkpoint import (
     match_state_layouts,
     save_checkpoint,
 )
-from imageclf.training.optim import import_optimizer_machinery
 from imageclf.training.options import TrainOptions
 from imageclf.training.precision import PRECISIONS
 
@@ -267,13 +266,10 @@ def prepare_caches(train: Split, val: Split | None, pre: Preprocessing, options:
         if split is None:
             out.append(None)
             continue
-        # The optimiser's imports overlap the largest decode (the training split's).
-        meanwhile = import_optimizer_machinery if split is train else None
         with rep.task(f"decoding {split.name}", total=len(split)) as bar:
             cached = cache_split(split, pre, storage=options.cache,
                                  cache_dir=Path(options.cache_dir) if options.cache_dir else None,
-                                 workers=options.workers, skip_bad=options.skip_bad, progress=bar.advance,
-                                 meanwhile=meanwhile)
+                                 workers=options.workers, skip_bad=options.skip_bad, progress=bar.advance)
         for path, reason in cached.skipped[:20]:
             rep.warn(f"skipped {path}: {reason}")
         if cached.skipped:
