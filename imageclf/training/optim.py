@@ -46,13 +46,17 @@ def eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     return type(cls.__name__, (cls,), {**methods, "step": step, "__module__": __name__})
 
 
+def _factory(cls: type[torch.optim.Optimizer], **defaults) -> OptimizerFactory:
+    """A registry entry: ``cls`` without its dynamo wrappers, ``defaults`` under the recipe's kwargs."""
+    return lambda groups, lr, kw: eager(cls)(groups, lr=lr, **{**defaults, **kw})
+
+
 OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "adam": lambda groups, lr, kw: eager(torch.optim.Adam)(groups, lr=lr, **kw),
-    "adamw": lambda groups, lr, kw: eager(torch.optim.AdamW)(groups, lr=lr, **kw),
-    "sgd": lambda groups, lr, kw: eager(torch.optim.SGD)(groups, lr=lr,
-                                                         **{"momentum": 0.9, "nesterov": True, **kw}),
-    "rmsprop": lambda groups, lr, kw: eager(torch.optim.RMSprop)(groups, lr=lr, **kw),
-    "adadelta": lambda groups, lr, kw: eager(torch.optim.Adadelta)(groups, lr=lr, **kw),
+    "adam": _factory(torch.optim.Adam),
+    "adamw": _factory(torch.optim.AdamW),
+    "sgd": _factory(torch.optim.SGD, momentum=0.9, nesterov=True),
+    "rmsprop": _factory(torch.optim.RMSprop),
+    "adadelta": _factory(torch.optim.Adadelta),
 }
 
 

@@ -14,9 +14,11 @@ def _net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
 
 
-def _train(recipe, steps: int = 20) -> list[torch.Tensor]:
+def _train(make_optimizer, steps: int = 20) -> tuple[list[torch.Tensor], dict]:
+    """The parameters after ``steps`` steps of the optimiser ``make_optimizer(net)`` makes, and its
+    state_dict (loaded back once)."""
     net = _net()
-    opt = build_optimizer(recipe, net)
+    opt = make_optimizer(net)
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
         x, y = torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 3, (8,), generator=g)
@@ -24,7 +26,9 @@ def _train(recipe, steps: int = 20) -> list[torch.Tensor]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return [p.detach().clone() for p in net.parameters()]
+    state = opt.state_dict()
+    opt.load_state_dict(state)
+    return [p.detach().clone() for p in net.parameters()], state
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
@@ -34,7 +38,8 @@ def test_fused_update_is_the_plain_one(optimizer):
     assert build_optimizer(recipe, _net()).defaults["fused"] is True
     plain = recipe.override({"optimizer_kwargs": {"foreach": False}})
     assert not build_optimizer(plain, _net()).defaults.get("fused")
-    for a, b in zip(_train(recipe), _train(plain)):
+    for a, b in zip(_train(lambda net: build_optimizer(recipe, net))[0],
+                    _train(lambda net: build_optimizer(plain, net))[0]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -74,27 +79,13 @@ def test_fused_moments_restored_from_a_contiguous_checkpoint_pair_with_their_wei
     assert torch.equal(p.detach(), want)
 
 
-def _train_with(make_optimizer, steps: int = 12) -> tuple[list[torch.Tensor], dict]:
-    net = _net()
-    opt = make_optimizer(net.parameters())
-    g = torch.Generator().manual_seed(2)
-    for _ in range(steps):
-        x, y = torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 3, (8,), generator=g)
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    state = opt.state_dict()
-    opt.load_state_dict(state)
-    return [p.detach().clone() for p in net.parameters()], state
-
-
 @pytest.mark.parametrize("name, kwargs", [("Adam", {"fused": True}), ("Adam", {}), ("AdamW", {"fused": True}),
                                           ("SGD", {"momentum": 0.9, "nesterov": True}), ("RMSprop", {}),
                                           ("Adadelta", {})])
 def test_eager_optimizer_updates_as_torch_own_to_the_bit(name, kwargs):
     cls = getattr(torch.optim, name)
-    ours, our_state = _train_with(lambda p: eager(cls)(p, lr=0.01, **kwargs))
-    theirs, their_state = _train_with(lambda p: cls(p, lr=0.01, **kwargs))
+    ours, our_state = _train(lambda net: eager(cls)(net.parameters(), lr=0.01, **kwargs))
+    theirs, their_state = _train(lambda net: cls(net.parameters(), lr=0.01, **kwargs))
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
     assert our_state["param_groups"] == their_state["param_groups"]
     assert isinstance(eager(cls)(_net().parameters(), lr=0.01), cls) and eager(cls) is eager(cls)
