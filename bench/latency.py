@@ -3,10 +3,11 @@
 Runs ``imageclf --help`` and ``imageclf predict RUN IMAGE -q --backend B`` for each backend,
 interleaved round after round (so a change in the machine's load touches every command alike),
 each a fresh process timed from start to exit; prints a markdown table of the median, the
-range and the first run (the coldest page cache this process can arrange without root) and,
-with ``--json``, appends the record to a file.
+range and the first run and, with ``--json``, appends the record to a file. ``--cold-rounds K``
+(root only) adds K rounds that each empty the page cache before every command: the start after a
+reboot, or on a virtual machine that reclaims idle files' pages (BENCHMARKS.md, "The machine").
 
-    python -m bench.latency RUN IMAGE [--rounds 7] [--backends onnx openvino auto torch]
+    python -m bench.latency RUN IMAGE [--rounds 7] [--cold-rounds 3] [--backends onnx openvino auto torch]
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import machine
 
 BACKENDS = ("onnx", "openvino", "auto", "torch")
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+COLD_COLUMN = " cold page cache: median s (max) |"
 
 
 def commands(run: str, image: str, backends: tuple[str, ...] | list[str],
@@ -51,19 +55,48 @@ def summarise(seconds: list[float]) -> dict:
             "max_s": round(max(seconds), 3), "first_s": round(seconds[0], 3), "runs": len(seconds)}
 
 
-def measure(cmds: dict[str, list[str]], rounds: int) -> dict[str, dict]:
+def drop_page_cache() -> None:
+    """Write dirty pages out, then empty the kernel's page cache (root only)."""
+    os.sync()
+    try:
+        DROP_CACHES.write_text("3\n")
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise SystemExit(f"--cold-rounds needs root: cannot write {DROP_CACHES} ({why})") from None
+
+
+def measure(cmds: dict[str, list[str]], rounds: int, cold_rounds: int = 0) -> dict[str, dict]:
+    """Each command's :func:`summarise`, with ``cold``: that of its runs on an emptied page cache."""
+    warm = _interleaved(cmds, rounds)
+    cold = _interleaved(cmds, cold_rounds, before_each=drop_page_cache)
+    out = {label: summarise(t) for label, t in warm.items()}
+    for label, t in cold.items():
+        if t:
+            out[label]["cold"] = summarise(t)
+    return out
+
+
+def _interleaved(cmds: dict[str, list[str]], rounds: int,
+                 before_each: Callable[[], None] | None = None) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {label: [] for label in cmds}
     for _ in range(rounds):
         for label, cmd in cmds.items():
+            if before_each is not None:
+                before_each()
             times[label].append(time_once(cmd))
-    return {label: summarise(t) for label, t in times.items()}
+    return times
 
 
 def table(results: dict[str, dict]) -> str:
-    lines = ["| command | median s | min-max s | first run s |", "|---|---|---|---|"]
+    cold = any("cold" in r for r in results.values())
+    lines = ["| command | median s | min-max s | first run s |" + (COLD_COLUMN if cold else ""),
+             "|---|---|---|---|" + ("---|" if cold else "")]
     for label, r in results.items():
-        lines.append(f"| `{label}` | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f} | "
-                     f"{r['first_s']:.2f} |")
+        row = f"| `{label}` | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f} | {r['first_s']:.2f} |"
+        if cold:
+            c = r.get("cold")
+            row += f" {c['median_s']:.2f} ({c['max_s']:.2f}) |" if c else " |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -72,13 +105,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("run", help="model folder (exported with `imageclf export RUN --int8` for onnx/openvino)")
     ap.add_argument("image", help="the one image to predict")
     ap.add_argument("--rounds", type=int, default=7, help="runs of each command, interleaved")
+    ap.add_argument("--cold-rounds", type=int, default=0,
+                    help="more rounds, each command run on an emptied page cache (needs root)")
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS))
     ap.add_argument("--json", type=Path, help="append the record here")
     args = ap.parse_args(argv)
-    if args.rounds < 1:
-        ap.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.cold_rounds < 0:
+        ap.error("--rounds must be at least 1, --cold-rounds at least 0")
     load_before = machine.load()
-    results = measure(commands(args.run, args.image, args.backends), args.rounds)
+    results = measure(commands(args.run, args.image, args.backends), args.rounds, args.cold_rounds)
     record = {"results": results, "cpu": machine.cpu_model(), "cores": os.cpu_count(),
               "load_before": load_before, "load_after": machine.load(),
               "command": " ".join(["python -m bench.latency", *(argv if argv is not None else sys.argv[1:])]),

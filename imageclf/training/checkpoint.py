@@ -31,6 +31,13 @@ def _flatten_optimizer(state: dict, tensors: dict[str, torch.Tensor]) -> dict:
     return {"state": plain, "param_groups": state["param_groups"]}
 
 
+def _equal_groups(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """The same names, each tensor equal in dtype, shape and every value."""
+    return a.keys() == b.keys() and all(
+        torch.is_tensor(a[k]) and torch.is_tensor(b[k]) and a[k].dtype == b[k].dtype
+        and torch.equal(a[k].detach().cpu(), b[k].detach().cpu()) for k in a)
+
+
 def _unflatten_optimizer(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
     state: dict[int, dict] = {int(i): dict(v) for i, v in meta["state"].items()}
     for name, value in tensors.items():
@@ -48,14 +55,25 @@ def save_checkpoint(
     extra_tensors: dict[str, dict[str, torch.Tensor]],
     meta: dict[str, Any],
 ) -> Path:
-    """Write model, optimizer, named extra state dicts (EMA, best weights, RNG) and ``meta``."""
+    """Write model, optimizer, named extra state dicts (EMA, best weights, RNG) and ``meta``.
+
+    An extra group equal to one written before it (the best weights at the end of the epoch that
+    made them best: the model's own) is written once, and named in ``meta["same_as"]``: a quarter
+    less to write for a model trained with Adam, every epoch that improves.
+    """
     tensors: dict[str, torch.Tensor] = {}
-    for k, v in model.items():
-        tensors[f"model/{k}"] = v.detach().cpu().contiguous()
+    written: dict[str, dict[str, torch.Tensor]] = {"model": model}
+    same_as: dict[str, str] = {}
     for group, state in extra_tensors.items():
+        twin = next((name for name, other in written.items() if _equal_groups(state, other)), None)
+        if twin is None:
+            written[group] = state
+        else:
+            same_as[group] = twin
+    for group, state in written.items():
         for k, v in state.items():
             tensors[f"{group}/{k}"] = v.detach().cpu().contiguous()
-    meta = dict(meta, optimizer=_flatten_optimizer(optimizer, tensors))
+    meta = dict(meta, optimizer=_flatten_optimizer(optimizer, tensors), same_as=same_as)
     path = run_dir / CHECKPOINT_FILE
     header = {"imageclf_checkpoint": json.dumps(meta)}
     atomic_save_safetensors(path, tensors, header)
@@ -90,6 +108,9 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, dict[str, torch.Tensor]], 
         group, key = name.split("/", 1)
         if group != "optim":
             groups.setdefault(group, {})[key] = value
+    for group, twin in meta.pop("same_as", {}).items():
+        # Copies: the twin is loaded into weights that train on (an EMA shadow is this very dict).
+        groups[group] = {k: v.clone() for k, v in groups[twin].items()}
     optimizer = _unflatten_optimizer(meta.pop("optimizer"), tensors)
     return groups, optimizer, meta
 
