@@ -5,7 +5,7 @@ interleaved round after round (so a change in the machine's load touches every c
 each a fresh process timed from start to exit; prints a markdown table of the median, the
 range and the first run and, with ``--json``, appends the record to a file. ``--cold-rounds K``
 (root only) adds K rounds that each empty the page cache before every command: the start after a
-reboot, or on a virtual machine that reclaims idle files' pages (BENCHMARKS.md, "The machine").
+reboot, or on a virtual machine that reclaims idle files' pages (docs/performance.md, "The machine").
 
     python -m bench.latency RUN IMAGE [--rounds 7] [--cold-rounds 3] [--backends onnx openvino auto torch]
 """

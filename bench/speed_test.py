@@ -94,3 +94,13 @@ def test_an_error_cell_is_its_exception_on_one_line():
     trace = "RunFailed: probe exited with 1:\nTraceback (most recent call last):\n  x\nImageclfError: refused"
     assert _error(trace) == "ImageclfError: refused"
     assert "\n" not in _error("a\nb\n") and _error("") == "?"
+
+
+def test_warming_the_page_cache_reads_every_file_once_and_passes_over_a_broken_one(tmp_path):
+    from bench.runners import warm_page_cache
+
+    (tmp_path / "train" / "cats").mkdir(parents=True)
+    (tmp_path / "train" / "cats" / "a.png").write_bytes(b"x" * 3_000_000)
+    (tmp_path / "b.jpg").write_bytes(b"y" * 1_000_000)
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert {k: v for k, v in warm_page_cache(tmp_path).items() if k != "seconds"} == {"files": 2, "mb": 4.0}
