@@ -32,10 +32,8 @@ def _flatten_optimizer(state: dict, tensors: dict[str, torch.Tensor]) -> dict:
 
 
 def _equal_groups(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    """The same names, each tensor equal in dtype, shape and every value."""
-    return a.keys() == b.keys() and all(
-        torch.is_tensor(a[k]) and torch.is_tensor(b[k]) and a[k].dtype == b[k].dtype
-        and torch.equal(a[k].detach().cpu(), b[k].detach().cpu()) for k in a)
+    """The same names, each tensor equal in dtype, shape and every value (tensors on one device)."""
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
 
 def _unflatten_optimizer(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
@@ -61,18 +59,17 @@ def save_checkpoint(
     made them best: the model's own) is written once, and named in ``meta["same_as"]``: a quarter
     less to write for a model trained with Adam, every epoch that improves.
     """
-    tensors: dict[str, torch.Tensor] = {}
-    written: dict[str, dict[str, torch.Tensor]] = {"model": model}
+    written: dict[str, dict[str, torch.Tensor]] = {}
     same_as: dict[str, str] = {}
-    for group, state in extra_tensors.items():
+    for group, state in {"model": model, **extra_tensors}.items():
+        # On the CPU once: what is compared is what is written (a GPU model is copied once).
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         twin = next((name for name, other in written.items() if _equal_groups(state, other)), None)
         if twin is None:
             written[group] = state
         else:
             same_as[group] = twin
-    for group, state in written.items():
-        for k, v in state.items():
-            tensors[f"{group}/{k}"] = v.detach().cpu().contiguous()
+    tensors = {f"{group}/{k}": v for group, state in written.items() for k, v in state.items()}
     meta = dict(meta, optimizer=_flatten_optimizer(optimizer, tensors), same_as=same_as)
     path = run_dir / CHECKPOINT_FILE
     header = {"imageclf_checkpoint": json.dumps(meta)}
